@@ -1,0 +1,20 @@
+"""books–movielens (target first): the paper's hyper-parameters (SPEC.md, Table 3).
+
+  python -m sfubm_jax.main --config=configs/books_movielens.py --workdir=runs/books_movielens
+  python -m sfubm_jax.main --config=configs/books_movielens.py:cpu --workdir=runs/books_movielens_cpu
+"""
+
+import importlib.util
+import pathlib
+
+
+def _common():
+  path = pathlib.Path(__file__).with_name("common.py")
+  spec = importlib.util.spec_from_file_location("sfubm_configs_common", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def get_config(arg=None):
+  return _common().get_config(pair="books_movielens", variant=arg)

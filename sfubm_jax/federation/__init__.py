@@ -1,0 +1,1 @@
+"""sfubm_jax.federation."""
