@@ -1,7 +1,7 @@
 """books–movielens (target first): the paper's hyper-parameters (SPEC.md, Table 3).
 
-  python -m sfubm_jax.main --config=configs/books_movielens.py --workdir=runs/books_movielens
-  python -m sfubm_jax.main --config=configs/books_movielens.py:cpu --workdir=runs/books_movielens_cpu
+  python -m sfubm_jax.main --config=configs/books_movielens.py --workdir=runs/paper
+  python -m sfubm_jax.main --config=configs/books_movielens.py:cpu --workdir=runs/cpu
 """
 
 import importlib.util

@@ -1,7 +1,7 @@
 """food–kitchen (target first): the paper's hyper-parameters (SPEC.md, Table 3).
 
-  python -m sfubm_jax.main --config=configs/food_kitchen.py --workdir=runs/food_kitchen
-  python -m sfubm_jax.main --config=configs/food_kitchen.py:cpu --workdir=runs/food_kitchen_cpu
+  python -m sfubm_jax.main --config=configs/food_kitchen.py --workdir=runs/paper
+  python -m sfubm_jax.main --config=configs/food_kitchen.py:cpu --workdir=runs/cpu
 """
 
 import importlib.util

@@ -1,7 +1,7 @@
 """health–beauty (target first): the paper's hyper-parameters (SPEC.md, Table 3).
 
-  python -m sfubm_jax.main --config=configs/health_beauty.py --workdir=runs/health_beauty
-  python -m sfubm_jax.main --config=configs/health_beauty.py:cpu --workdir=runs/health_beauty_cpu
+  python -m sfubm_jax.main --config=configs/health_beauty.py --workdir=runs/paper
+  python -m sfubm_jax.main --config=configs/health_beauty.py:cpu --workdir=runs/cpu
 """
 
 import importlib.util
