@@ -1,0 +1,56 @@
+"""Configs: the paper's hyper-parameters, locked fields, saved-config checks."""
+
+import pytest
+from conftest import load_config
+
+from sfubm_jax import config_io
+from sfubm_jax.errors import UserError
+
+PAPER = {  # pair: (K, λ, min_len, users per domain) — paper Table 1 and Table 3.
+    "health_beauty": (90, 0.05, 3, {"health": 4088, "beauty": 8499}),
+    "food_kitchen": (100, 0.1, 5, {"food": 12689, "kitchen": 8936}),
+    "books_movielens": (70, 0.1, 5, {"books": 6905, "movielens": 9554}),
+}
+
+
+@pytest.mark.parametrize("pair", sorted(PAPER))
+def test_pair_configs_hold_paper_values(pair):
+  k, noise, min_len, users = PAPER[pair]
+  c = load_config(pair)
+  assert c.server.num_clusters == k
+  assert c.privacy.noise_scale == noise
+  assert c.data.min_user_len == min_len
+  assert dict(c.data.max_users) == users
+  assert c.domains[0] == next(iter(users))  # target domain first
+  assert (c.sasrec.dim, c.llm.projector_hidden, c.fkd.alpha, c.fkd.beta) == (50, 128, 0.5, 0.2)
+  assert (c.fkd.lr, c.fkd.batch_size, c.fkd.epochs, c.llm.epochs) == (1e-4, 32, 10, 5)
+
+
+@pytest.mark.parametrize("pair", sorted(PAPER))
+def test_cpu_variant_is_smaller_and_locked(pair):
+  c = load_config(pair, "cpu")
+  assert all(v <= 1000 for v in c.data.max_users.values())
+  with pytest.raises(AttributeError):
+    c.data.no_such_field = 1
+  with pytest.raises(AttributeError):
+    _ = c.fkd.alhpa
+
+
+def test_unknown_variant_fails():
+  with pytest.raises(ValueError, match="unknown config argument"):
+    load_config("food_kitchen", "gpu")
+
+
+def test_workdir_refuses_a_different_config(tmp_path):
+  c = load_config("tiny")
+  config_io.bind_workdir(c, tmp_path)
+  config_io.bind_workdir(c, tmp_path)  # same config: fine
+  other = load_config("tiny")
+  with other.unlocked():
+    other.server.num_clusters = 9
+  with pytest.raises(UserError, match="server.num_clusters"):
+    config_io.bind_workdir(other, tmp_path)
+  again = load_config("tiny")
+  with again.unlocked():
+    again.runtime.checkpoint_every = 7  # runtime fields may change between reruns
+  config_io.bind_workdir(again, tmp_path)
