@@ -42,6 +42,10 @@ PROMPT_TEMPLATE = (
     "This user has bought the following {noun}: {history}. The user's preference: "
     "{user}. From the candidates {candidates}, the next item the user will choose is:"
 )
+PROMPT_TEMPLATE_NO_SOFT = (
+    "This user has bought the following {noun}: {history}. From the candidates "
+    "{candidates}, the next item the user will choose is:"
+)
 
 
 def _data(pair: dict) -> ml_collections.ConfigDict:
@@ -69,6 +73,9 @@ def _data(pair: dict) -> ml_collections.ConfigDict:
   c.max_text_chars = 512
   # Seed of user sampling and negative sampling.
   c.seed = 0
+  # Interactions naming an item missing from the catalogue or without a title: "error"
+  # (names file and line) or "drop" (counted in DIR/data/stats.json; raw Amazon dumps).
+  c.unknown_items = "error"
   return c
 
 
@@ -129,6 +136,8 @@ def _sasrec() -> ml_collections.ConfigDict:
   c.epochs = 200
   # Evaluate on validation every this many epochs; keep the best (model selection).
   c.eval_every = 10
+  # Validation metric whose maximum selects the params (hit@1, hr@5, ndcg@5, ndcg@10).
+  c.select_metric = "ndcg@10"
   # Seed of init, dropout and data order.
   c.seed = 3
   return c
@@ -145,6 +154,8 @@ def _gru4rec() -> ml_collections.ConfigDict:
   c.epochs = 200
   c.eval_every = 10
   c.seed = 4
+  # Validation metric whose maximum selects the params (hit@1, hr@5, ndcg@5, ndcg@10).
+  c.select_metric = "ndcg@10"
   return c
 
 
@@ -155,6 +166,14 @@ def _fkd() -> ml_collections.ConfigDict:
   c.beta = 0.2
   # Hidden width of the f_id, f_t, g_id, g_t MLPs.
   c.hidden = 128
+  # Activation of those MLPs: gelu, relu or tanh.
+  c.activation = "gelu"
+  # L_rec (Eq. 13) at every next-item position ("all", as SASRec trains) or the last only.
+  c.rec_positions = "all"
+  # Output-layer init scale of f_t; 0 starts ẽ = E^id + f_t(c) exactly at SASRec's table.
+  c.text_out_init = 1.0
+  # Validation metric whose maximum selects the params (hit@1, hr@5, ndcg@5, ndcg@10).
+  c.select_metric = "ndcg@10"
   # Adam lr, batch size and epochs (paper Table 3).
   c.lr = 1e-4
   c.batch_size = 32
@@ -198,6 +217,8 @@ def _llm(pair: dict) -> ml_collections.ConfigDict:
   c.epochs = 5
   # Prompt template (slots: {noun}, {history}, {user}, {candidates}) and item nouns.
   c.template = PROMPT_TEMPLATE
+  # Template of variants without soft prompts (llm_only): no {user} field.
+  c.template_no_soft = PROMPT_TEMPLATE_NO_SOFT
   c.item_noun = ml_collections.ConfigDict({d: ITEM_NOUN[d] for d in pair["domains"]})
   # Titles in prompts are cut to this many tokens (SPEC §1 choice).
   c.max_title_tokens = 16
@@ -208,6 +229,9 @@ def _llm(pair: dict) -> ml_collections.ConfigDict:
   c.eval_batch_size = 16
   # Valid-answer rule: "exact" (SPEC §7 choice) or "contains" (LLaRA).
   c.valid_rule = "exact"
+  # Likelihood ranking score of a candidate: "sum" of its answer-token log-probs
+  # (= log p(title + eos | prompt)) or their "mean" (length-normalised).
+  c.rank_reduce = "sum"
   # Stage 2 variants (SPEC §8): sfubm, llm_only, mlp_llm, text_only, id_only, kd_local,
   # fkd_no_projector.
   c.variants = ("sfubm", "llm_only", "mlp_llm", "text_only", "id_only", "kd_local",

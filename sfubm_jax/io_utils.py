@@ -23,6 +23,12 @@ import numpy as np
 PathLike = str | os.PathLike
 
 
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
   """Writes `data` to `path` atomically (temp file + fsync + rename)."""
   path = pathlib.Path(path)
@@ -33,6 +39,7 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
       f.write(data)
       f.flush()
       os.fsync(f.fileno())
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode.
     os.replace(tmp, path)
   except BaseException:
     with contextlib.suppress(FileNotFoundError):
@@ -84,6 +91,7 @@ def atomic_directory(path: PathLike) -> Iterator[pathlib.Path]:
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+  os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the usual folder mode.
   try:
     yield tmp
     if path.exists():

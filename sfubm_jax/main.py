@@ -45,8 +45,25 @@ def main(argv: list[str]) -> None:
   logging.info("results: %s", json.dumps(str(workdir / "results.json")))
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, but a `--config.<field>` that does not exist is one error line."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    field = str(e).strip("\"'").split("'")[0]
+    given = [a for a in argv[1:] if a.startswith("--config.") and field in a]
+    if not given:
+      raise  # Not an override naming a missing field: a bug in the config file itself.
+    print(f"error: unknown config field {field!r} in {given[0]}; the fields are in "
+          f"configs/common.py", file=sys.stderr)
+    sys.exit(2)
+  except flags.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
 def entry() -> None:
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -77,8 +77,15 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, stages: Sequen
       continue
     logging.info("stage %s: running", name)
     start = time.time()
-    (workdir / name).mkdir(parents=True, exist_ok=True)
-    stage_function(name)(config, workdir)
+    stage_dir = workdir / name
+    created = not stage_dir.exists()
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    try:
+      stage_function(name)(config, workdir)
+    except BaseException:
+      if created and not any(stage_dir.iterdir()):
+        stage_dir.rmdir()  # leave no empty output folder behind a failed stage
+      raise
     elapsed = time.time() - start
     io_utils.write_json(workdir / name / COMPLETE, {"stage": name, "seconds": round(elapsed, 2)})
     logging.info("stage %s: done in %.1fs", name, elapsed)
