@@ -1,0 +1,114 @@
+"""Batched generation with a KV cache: greedy (Stage 2 evaluation) and sampling.
+
+The prompt arrives as input embeddings (soft prompts already spliced in) with a
+left-padded attention mask. One prefill call fills the cache; a `lax.while_loop` then
+feeds one token per step and stops early once every row has produced a stop token. The
+whole loop is one jitted function, traced once per input shape, never per step.
+
+Output: tokens [B, max_new_tokens] int32 where the stop token and everything after it is
+the pad id, so a row decodes to its answer by dropping pads. Greedy output is
+token-identical to `transformers` `generate(do_sample=False)` on the same weights.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from sfubm_jax.models.opt import OPTForCausalLM, init_cache
+
+Picker = Callable[[jax.Array, jax.Array], jax.Array]  # (logits [B, V], key) -> tokens [B]
+
+
+def _greedy(logits: jax.Array, key: jax.Array) -> jax.Array:
+  del key
+  return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+
+def _sampler(temperature: float, top_k: int) -> Picker:
+  def pick(logits, key):  # [B, V] float32
+    logits = logits / temperature
+    if top_k > 0:
+      kth = jax.lax.top_k(logits, top_k)[0][:, -1:]  # [B, 1]
+      logits = jnp.where(logits < kth, -jnp.inf, logits)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+  return pick
+
+
+def _generate(model: OPTForCausalLM, params, inputs_embeds, attention_mask, key, *,
+              max_new_tokens: int, stop_ids: tuple[int, ...], pad_id: int, pick: Picker):
+  # inputs_embeds [B, T, Dw]; attention_mask [B, T] (left padded).
+  b, t = attention_mask.shape
+  stop = jnp.asarray(stop_ids, jnp.int32)
+  cache = init_cache(model.config, b, t + max_new_tokens)
+  mask = jnp.concatenate(
+      [attention_mask.astype(jnp.int32), jnp.zeros((b, max_new_tokens), jnp.int32)], axis=1
+  )  # [B, S] over all cache slots
+  logits, cache = model.apply(params, inputs_embeds=inputs_embeds, attention_mask=mask,
+                              cache=cache, logits_to_keep=1)  # [B, 1, V]
+  key, sub = jax.random.split(key)
+  last = pick(logits[:, -1], sub)  # [B]
+  done = jnp.isin(last, stop)
+  tokens = jnp.full((b, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(
+      jnp.where(done, pad_id, last))
+
+  def cond(state):
+    i, _, done, *_ = state
+    return (i < max_new_tokens) & ~jnp.all(done)
+
+  def body(state):
+    i, last, done, tokens, cache, mask, key = state
+    mask = jax.lax.dynamic_update_slice(mask, jnp.ones((b, 1), jnp.int32), (0, t + i - 1))
+    logits, cache = model.apply(params, last[:, None], attention_mask=mask, cache=cache)
+    key, sub = jax.random.split(key)
+    nxt = pick(logits[:, -1], sub)
+    done = done | jnp.isin(nxt, stop)
+    tokens = jax.lax.dynamic_update_slice(tokens, jnp.where(done, pad_id, nxt)[:, None], (0, i))
+    return i + 1, nxt, done, tokens, cache, mask, key
+
+  state = (jnp.int32(1), last, done, tokens, cache, mask, key)
+  return jax.lax.while_loop(cond, body, state)[3]
+
+
+def make_greedy_generate(model: OPTForCausalLM, *, max_new_tokens: int,
+                         eos_token_ids: Sequence[int], pad_token_id: int | None = None):
+  """Jitted fn(params, inputs_embeds [B,T,Dw], attention_mask [B,T]) -> tokens [B, N] int32."""
+  pad = model.config.pad_token_id if pad_token_id is None else pad_token_id
+  run = functools.partial(_generate, model, max_new_tokens=max_new_tokens,
+                          stop_ids=tuple(int(e) for e in eos_token_ids), pad_id=pad,
+                          pick=_greedy)
+  return jax.jit(lambda params, embeds, mask: run(params, embeds, mask, jax.random.key(0)))
+
+
+def make_sample_generate(model: OPTForCausalLM, *, max_new_tokens: int,
+                         eos_token_ids: Sequence[int], temperature: float = 1.0,
+                         top_k: int = 0, pad_token_id: int | None = None):
+  """Jitted fn(params, inputs_embeds, attention_mask, key) -> tokens [B, N]: sampling."""
+  pad = model.config.pad_token_id if pad_token_id is None else pad_token_id
+  run = functools.partial(_generate, model, max_new_tokens=max_new_tokens,
+                          stop_ids=tuple(int(e) for e in eos_token_ids), pad_id=pad,
+                          pick=_sampler(temperature, top_k))
+  return jax.jit(run)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_ids_generate(model: OPTForCausalLM, max_new_tokens: int, stop_ids: tuple[int, ...]):
+  greedy = make_greedy_generate(model, max_new_tokens=max_new_tokens, eos_token_ids=stop_ids)
+
+  @jax.jit
+  def run(params, input_ids, attention_mask):
+    embeds = model.apply(params, input_ids, method=OPTForCausalLM.embed_tokens)  # [B, T, Dw]
+    return greedy(params, embeds, attention_mask)
+
+  return run
+
+
+def generate_from_ids(model: OPTForCausalLM, params, input_ids, attention_mask, *,
+                      max_new_tokens: int, eos_token_ids: Sequence[int]) -> jax.Array:
+  """Greedy generation from token ids [B, T] (left padded); tokens [B, max_new_tokens]."""
+  run = _cached_ids_generate(model, max_new_tokens, tuple(int(e) for e in eos_token_ids))
+  return run(params, jnp.asarray(input_ids, jnp.int32), jnp.asarray(attention_mask, jnp.int32))
