@@ -97,7 +97,7 @@ def _privacy(pair: dict) -> ml_collections.ConfigDict:
   c.noise_scale = pair["noise"]
   # Upload the nearest neighbour's "perturbed" vector ê_j* or its "original" e_j* (SPEC §3).
   c.replace_with = "perturbed"
-  # Rows per tile of the nearest-neighbour search: memory O(tile × N).
+  # Block size of the tiled nearest-neighbour search: memory O(tile²), never N × N.
   c.tile = 2048
   # λ values of the privacy sweep (paper Table 5); empty = no sweep.
   c.sweep = (0.5, 0.1, 0.05, 0.005)
@@ -118,6 +118,8 @@ def _server(pair: dict) -> ml_collections.ConfigDict:
   c.greedy_trials = 0
   # Seed of the server's k-means++.
   c.seed = 2
+  # Rows per k-means assignment chunk: memory O(chunk × K) besides the uploads.
+  c.chunk = 2048
   return c
 
 
@@ -174,6 +176,8 @@ def _fkd() -> ml_collections.ConfigDict:
   c.text_out_init = 1.0
   # Validation metric whose maximum selects the params (hit@1, hr@5, ndcg@5, ndcg@10).
   c.select_metric = "ndcg@10"
+  # Teacher of L_KD (Eq. 10, SPEC choice): "stop_gradient" (M' a fixed target) or "joint".
+  c.teacher = "stop_gradient"
   # Adam lr, batch size and epochs (paper Table 3).
   c.lr = 1e-4
   c.batch_size = 32
@@ -310,9 +314,12 @@ def _shrink_cpu(c: ml_collections.ConfigDict) -> None:
   c.llm.small.ffn_dim = 512
   c.llm.small.vocab_size = 4096
   c.llm.tokenizer_vocab_size = 4096
-  c.llm.max_title_tokens = 12
+  c.llm.max_title_tokens = 8
   c.llm.epochs = 2
   c.llm.lr = 1e-3
+  c.llm.batch_size = 16
+  c.llm.eval_batch_size = 32
+  c.llm.max_new_tokens = 12
   c.llm.variants = ("sfubm", "llm_only")
 
 
@@ -343,5 +350,7 @@ def _shrink_tiny(c: ml_collections.ConfigDict) -> None:
   c.llm.max_title_tokens = 6
   c.llm.epochs = 1
   c.llm.max_new_tokens = 8
+  c.llm.batch_size = 8
+  c.llm.eval_batch_size = 16
   c.llm.variants = ("sfubm", "llm_only")
   c.runtime.checkpoint_every = 2

@@ -1,0 +1,64 @@
+"""The `federate` pipeline stage (SPEC §2–4): every party in one process, same wire.
+
+Each client encodes, perturbs and writes its upload to `DIR/federate/wire/uploads/`;
+the server reads only that folder and writes replies and its report to
+`DIR/federate/wire/replies/`; each client checks and keeps its reply. This is exactly
+what the `client` and `server` command lines do across processes.
+
+Outputs under DIR/federate/: <domain>/{local,federated}.npy (see `artifacts`),
+privacy.json, cluster_report.json, and privacy_sweep.{md,png,json} when
+`config.privacy.sweep` is non-empty. A rerun re-encodes nothing (text cache).
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import ml_collections
+from absl import logging
+
+from sfubm_jax import io_utils, results
+from sfubm_jax.federation import artifacts, client, messages, server, sweep, text_encoder
+
+
+def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+  stage_dir = pathlib.Path(workdir) / artifacts.STAGE
+  uploads_dir, replies_dir = stage_dir / "wire" / "uploads", stage_dir / "wire" / "replies"
+
+  encoder = text_encoder.lazy_encoder(  # loaded once, only if the cache misses a text
+      config.text_encoder.model, batch_size=config.text_encoder.batch_size,
+      device=config.text_encoder.device,
+  )
+  privacy_figures = {}
+  for domain in config.domains:
+    upload, figures = client.prepare(
+        workdir, domain, config.text_encoder, config.privacy, encoder
+    )
+    messages.write_message(uploads_dir / f"{domain}{messages.SUFFIX}", upload)
+    privacy_figures[domain] = figures
+    logging.info("client %s: uploaded %d × %d, sim %.4f, reid@1 %.4f", domain, upload.count,
+                 upload.dim, figures["sim"], figures["reid@1"])
+  io_utils.write_json(stage_dir / "privacy.json", privacy_figures)
+
+  report = server.serve_directory(
+      uploads_dir, replies_dir, server.ServerConfig.from_config(config.server)
+  )
+  io_utils.write_json(stage_dir / server.REPORT, report)
+  logging.info("server: K=%d, inertia %.4f, %d iterations, bridge share %.3f",
+               report["num_clusters"], report["inertia"], report["iterations"],
+               report["bridge_share"])
+
+  for domain in config.domains:
+    client.receive(workdir, domain, messages.read_reply(replies_dir / f"{domain}{messages.SUFFIX}"))
+
+  for domain, figures in privacy_figures.items():
+    results.update_results(workdir, "federate", domain,
+                           {"sim": figures["sim"], "reid@1": figures["reid@1"]})
+
+  if config.privacy.sweep:
+    vectors = {d: artifacts.load_item_vectors(workdir, d)[0] for d in config.domains}
+    table = sweep.privacy_sweep(
+        vectors, config.privacy.sweep, client.PrivacyConfig.from_config(config.privacy)
+    )
+    sweep.write_sweep(stage_dir, table)
+    logging.info("privacy sweep:\n%s", sweep.sweep_markdown(table))
