@@ -7,14 +7,13 @@
 
 from __future__ import annotations
 
-import json
 import pathlib
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from sfubm_jax import config_io, pipeline
+from sfubm_jax import config_io, distributed, pipeline
 from sfubm_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].")
@@ -27,6 +26,7 @@ _STAGES = flags.DEFINE_string(
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  distributed.maybe_initialize()  # multi-host runs; a no-op for one process
   try:
     config = _CONFIG.value
     if config is None:
@@ -42,7 +42,7 @@ def main(argv: list[str]) -> None:
     logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  logging.info("results: %s", json.dumps(str(workdir / "results.json")))
+  logging.info("results: %s", workdir / "results.json")
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

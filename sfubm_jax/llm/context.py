@@ -1,0 +1,197 @@
+"""What the Stage 2 train and eval stages share: tokenizer, LLM, prompts, variant parts.
+
+`load_context` builds, for one domain, the tokenizer (the checkpoint's, or a BPE trained
+on the run's titles and cached in `DIR/llm/tokenizer`), the OPT (a Hugging Face folder
+from `config.llm.checkpoint`, or the random small OPT of `config.llm.small`, built from a
+fixed seed so train and eval see the same weights), the mesh and the truncated title
+tokens. `build_parts` gives one variant its model, initial train state and frozen inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import NamedSharding
+
+from sfubm_jax.data.split import DomainSplit, load_split
+from sfubm_jax.errors import UserError
+from sfubm_jax.llm import prompts, stage2, variants
+from sfubm_jax.models.projector import SoftPrompts
+from sfubm_jax.sharding import make_mesh, replicated
+
+
+def tokenizer_texts(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> list[str]:
+  """Texts the small-OPT tokenizer is trained on: every domain's titles, the templates."""
+  texts = [config.llm.template, config.llm.template_no_soft]
+  texts += list(config.llm.item_noun.values())
+  for d in config.domains:
+    texts += [t for t in load_split(workdir, d).titles if t]
+  return texts
+
+
+def load_tokenizer(config: ml_collections.ConfigDict, workdir: pathlib.Path):
+  from sfubm_jax.llm.tokenizer import load_or_train_tokenizer
+
+  texts = [] if config.llm.checkpoint else tokenizer_texts(config, workdir)
+  return load_or_train_tokenizer(config.llm.checkpoint or None, texts,
+                                 config.llm.tokenizer_vocab_size, workdir / "llm" / "tokenizer")
+
+
+def load_llm(config: ml_collections.ConfigDict, tokenizer, mesh) -> tuple[Any, Any, str]:
+  """(OPTConfig, variables, train mode) of the Stage 2 LLM."""
+  from sfubm_jax.models import opt, opt_checkpoint
+
+  hp = config.llm
+  run = dict(dtype=hp.dtype, param_dtype=hp.param_dtype, remat=hp.remat,
+             lora_rank=hp.lora_rank, lora_alpha=hp.lora_alpha)
+  if hp.checkpoint:
+    cfg, params = opt_checkpoint.load_opt(
+        hp.checkpoint, mesh=mesh, dtype=hp.dtype, param_dtype=hp.param_dtype, remat=hp.remat,
+        lora_rank=hp.lora_rank, lora_alpha=hp.lora_alpha)
+    mode = "full" if hp.train_llm else ("lora" if hp.lora_rank > 0 else "frozen")
+    return cfg, params, mode
+  small = dict(hp.small)
+  if len(tokenizer) > small["vocab_size"]:
+    raise UserError(f"tokenizer has {len(tokenizer)} tokens > config.llm.small.vocab_size="
+                    f"{small['vocab_size']}; raise it or lower config.llm.tokenizer_vocab_size")
+  cfg = opt.OPTConfig(**small, pad_token_id=tokenizer.pad_token_id,
+                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                      dropout=0.0, **run)
+  params = opt_checkpoint.init_opt(cfg, jax.random.key(hp.seed), mesh=mesh)
+  return cfg, params, "full"  # random weights: the LLM trains with the projectors
+
+
+@dataclasses.dataclass
+class DomainContext:
+  """One domain's data, tokenizer, LLM and prompt pieces for Stage 2."""
+
+  config: ml_collections.ConfigDict
+  workdir: pathlib.Path
+  domain: str
+  split: DomainSplit
+  tokenizer: Any
+  llm_config: Any
+  llm_params: Any
+  train_mode: str
+  mesh: Any
+  title_tokens: list[list[int]]
+  display_titles: list[str]  # decoded truncated titles: what prompts show, answers name
+  _user_encoder: Any = None
+
+  @property
+  def pad_id(self) -> int:
+    return int(self.tokenizer.pad_token_id)
+
+  @property
+  def eos_id(self) -> int:
+    return int(self.tokenizer.eos_token_id)
+
+  def builder(self, soft_prompts: bool) -> prompts.PromptBuilder:
+    hp = self.config.llm
+    return prompts.PromptBuilder(
+        lambda s: self.tokenizer.encode(s, add_special_tokens=False),
+        template=hp.template if soft_prompts else hp.template_no_soft,
+        noun=hp.item_noun[self.domain], title_tokens=self.title_tokens,
+        bos_id=int(self.tokenizer.bos_token_id), eos_id=self.eos_id, slot_id=self.pad_id,
+        soft_prompts=soft_prompts)
+
+  def sample_candidates(self, rng: np.random.Generator, target: int, touched: set[int],
+                        num_negatives: int) -> np.ndarray:
+    """Target + `num_negatives` never-touched items, all display titles distinct, shuffled."""
+    n = self.split.num_items
+    chosen, titles = [target], {self.display_titles[target]}
+    for _ in range(100 * (num_negatives + 1)):
+      if len(chosen) == num_negatives + 1:
+        break
+      item = int(rng.integers(1, n + 1))
+      if item in touched or self.display_titles[item] in titles:
+        continue
+      chosen.append(item)
+      titles.add(self.display_titles[item])
+    if len(chosen) != num_negatives + 1:
+      raise UserError(f"domain {self.domain!r}: cannot draw {num_negatives} negatives with "
+                      "distinct titles; lower config.data.num_negatives")
+    return rng.permutation(np.asarray(chosen, np.int32))
+
+  def user_vectors(self, history: np.ndarray) -> np.ndarray:
+    """r_u [U, d] from the frozen SASRec (export.make_user_encoder)."""
+    if self._user_encoder is None:
+      from sfubm_jax.training import export
+
+      self._user_encoder = export.make_user_encoder(self.workdir, self.domain)
+    return self._user_encoder(history)
+
+
+def load_context(config: ml_collections.ConfigDict, workdir: pathlib.Path,
+                 domain: str) -> DomainContext:
+  split = load_split(workdir, domain)
+  tokenizer = load_tokenizer(config, workdir)
+  mesh = make_mesh(config.mesh.shape)
+  llm_config, llm_params, mode = load_llm(config, tokenizer, mesh)
+  cut = config.llm.max_title_tokens
+  title_tokens = [[]] + [tokenizer.encode(" " + t.strip(), add_special_tokens=False)[:cut]
+                         for t in split.titles[1:]]
+  display = [""] + [tokenizer.decode(t, skip_special_tokens=True).strip()
+                    for t in title_tokens[1:]]
+  return DomainContext(config, workdir, domain, split, tokenizer, llm_config, llm_params, mode,
+                       mesh, title_tokens, display)
+
+
+@dataclasses.dataclass
+class VariantParts:
+  """One variant: model, initial {"trainable", "opt"} state, frozen inputs, train mode."""
+
+  variant: variants.Variant
+  domain: str
+  model: stage2.Stage2Model
+  state: dict
+  frozen: dict
+  train_mode: str
+
+  def directory(self, workdir: pathlib.Path) -> pathlib.Path:
+    return workdir / "llm" / self.domain / self.variant.name
+
+
+def build_parts(config: ml_collections.ConfigDict, workdir: pathlib.Path, ctx: DomainContext,
+                name: str) -> VariantParts:
+  """Model and fresh train state of variant `name` (P_u/P_i init from the llm seed)."""
+  from sfubm_jax.models.opt import OPTForCausalLM
+  from sfubm_jax.training import export
+
+  hp = config.llm
+  variant = variants.get_variant(name)
+  width = ctx.llm_config.word_embed_proj_dim
+  rep = replicated(ctx.mesh)
+  if variant.soft_prompts:
+    items = export.load_item_embeddings(workdir, ctx.domain, variant.item_source)  # [N+1, d]
+    if items.shape[0] != ctx.split.num_items + 1:
+      raise UserError(f"{variant.item_source} item embeddings of {ctx.domain!r} have "
+                      f"{items.shape[0]} rows, the data has {ctx.split.num_items + 1}; rerun "
+                      "the pretrain/fkd stages in this --workdir")
+    user_dim = int(ctx.user_vectors(ctx.split.seqs[:1, :-2]).shape[1])
+    hidden = variants.projector_hidden(variant, hp.projector_hidden)
+    prompts_module = SoftPrompts(out_dim=width, hidden=hidden,
+                                 user_activation=hp.user_activation,
+                                 item_activation=hp.item_activation)
+  else:
+    items, user_dim, prompts_module = np.zeros((1, 1), np.float32), 1, None
+  model = stage2.Stage2Model(OPTForCausalLM(ctx.llm_config), prompts_module)
+  prompt_params = model.init_prompts(jax.random.fold_in(jax.random.key(hp.seed), 1), user_dim,
+                                     items.shape[1])
+  train_llm, frozen_llm = stage2.split_llm_params(ctx.llm_params, ctx.train_mode)
+  trainable = {"prompts": jax.device_put(prompt_params, rep),
+               "llm": jax.tree.map(jnp.copy, train_llm)}  # copies: the step donates them
+  state = {"trainable": trainable, "opt": jax.jit(optax.adam(hp.lr).init)(trainable)}
+  # Everything on the mesh (scalars such as Adam's count replicated), so that a state
+  # restored from a checkpoint has the same shardings as a fresh one.
+  state = jax.tree.map(
+      lambda x: x if isinstance(x.sharding, NamedSharding) else jax.device_put(x, rep), state)
+  frozen = {"llm": frozen_llm, "items": jax.device_put(jnp.asarray(items), rep)}
+  return VariantParts(variant, ctx.domain, model, state, frozen, ctx.train_mode)

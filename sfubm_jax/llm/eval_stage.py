@@ -1,0 +1,161 @@
+"""The `eval` stage: Stage 2 generation and likelihood ranking on the test split (SPEC §7).
+
+Per (domain, variant) trained by the `llm` stage: the test prompts (test history, the
+stored test candidates) are decoded greedily with the KV cache, each output is matched to
+one candidate title (`answers.choose`, rule `config.llm.valid_rule`), and the 20
+candidates are also ranked by log p(" " + title + eos | prompt) (`config.llm.rank_reduce`).
+Users are processed in chunks of `config.llm.eval_batch_size` whose results are written
+atomically to `DIR/eval/<domain>/<variant>/chunks/*.json`; a rerun skips finished chunks.
+Then: metrics into `DIR/results.json` (valid_ratio, hit@1 over all users, hit@1_valid,
+rank_hit@1, rank_hr@5, rank_ndcg@5, rank_ndcg@10), every generation in
+`DIR/eval/generations.jsonl` (one line per variant, domain, user) and `DIR/report.md`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from sfubm_jax import io_utils, metrics, report, results
+from sfubm_jax.checkpoint import Checkpointer
+from sfubm_jax.errors import UserError
+from sfubm_jax.llm import answers, prompts, stage2
+from sfubm_jax.llm.context import DomainContext, VariantParts, build_parts, load_context
+from sfubm_jax.progress import progress
+from sfubm_jax.sharding import batch_divisor, batch_sharding
+
+
+def restore_trained(workdir: pathlib.Path, parts: VariantParts) -> dict:
+  """The trained {"trainable", ...} state of a variant (its initial one if nothing trains)."""
+  out = parts.directory(workdir)
+  if not (out / "history.json").exists():
+    raise UserError(f"variant {parts.variant.name!r} of {parts.domain!r} is not trained: "
+                    f"{out / 'history.json'} is missing; run the llm stage first")
+  if not (out / "ckpt").exists():
+    return parts.state
+  ckpt = Checkpointer(out / "ckpt")
+  state, _ = ckpt.restore(parts.state)
+  ckpt.close()
+  return state
+
+
+@functools.lru_cache(maxsize=8)
+def jitted_eval_fns(model: stage2.Stage2Model, max_new_tokens: int, eos_id: int, pad_id: int,
+                    reduce: str):
+  """(embed, greedy generate, rank), compiled once per model structure."""
+  from sfubm_jax.llm.decoding import make_greedy_generate
+  from sfubm_jax.models.opt import init_cache
+
+  embed = jax.jit(model.embed)
+  generate = make_greedy_generate(model.llm, max_new_tokens=max_new_tokens,
+                                  eos_token_ids=[eos_id], pad_token_id=pad_id)
+  rank = jax.jit(stage2.make_rank_fn(model, lambda b, n: init_cache(model.llm.config, b, n),
+                                     reduce))
+  return embed, generate, rank
+
+
+def answer_arrays(ctx: DomainContext, builder, cands: np.ndarray, length: int):
+  """answers [U, C, A] (title + eos, right-padded) and their mask, for ranking."""
+  ans = np.full(cands.shape + (length,), ctx.pad_id, np.int32)
+  mask = np.zeros(cands.shape + (length,), np.float32)
+  for u, row in enumerate(cands):
+    for k, item in enumerate(row):
+      a = builder.answer(item)
+      ans[u, k, : len(a)], mask[u, k, : len(a)] = a, 1.0
+  return ans, mask
+
+
+def evaluate_variant(config: ml_collections.ConfigDict, workdir: pathlib.Path,
+                     ctx: DomainContext, parts: VariantParts) -> list[dict]:
+  """Decodes and ranks every test user (chunked, resumable); returns per-user records."""
+  hp = config.llm
+  out = workdir / "eval" / ctx.domain / parts.variant.name / "chunks"
+  soft = parts.variant.soft_prompts
+  builder = ctx.builder(soft)
+  hist, target = ctx.split.history("test")
+  cands, target_pos = ctx.split.candidates("test")
+  ps = [builder.build(h, c) for h, c in zip(hist, cands)]
+  length = prompts.round_up(max(len(p.ids) for p in ps))
+  prompts.check_length(length + max(hp.max_new_tokens, hp.max_title_tokens + 1),
+                       hp.max_seq_len)
+  slots = max(1, max(len(p.item_slots) for p in ps))
+  ans, ans_mask = answer_arrays(ctx, builder, cands, hp.max_title_tokens + 1)
+  bs = hp.eval_batch_size
+  if bs % batch_divisor(ctx.mesh):
+    raise UserError(f"config.llm.eval_batch_size={bs} is not a multiple of the "
+                    f"{batch_divisor(ctx.mesh)} batch-parallel devices (config.mesh.shape)")
+  user_vecs = (ctx.user_vectors(hist) if soft
+               else np.zeros((len(hist), 1), np.float32))  # [U, d]
+  num_chunks = -(-len(ps) // bs)
+  todo = [i for i in range(num_chunks) if not (out / f"{i:05d}.json").exists()]
+  if todo:
+    state = restore_trained(workdir, parts)
+    trainable, frozen = state["trainable"], parts.frozen
+    llm_params = stage2.merge_llm_params(trainable["llm"], frozen["llm"])
+    embed, generate, rank = jitted_eval_fns(parts.model, hp.max_new_tokens, ctx.eos_id,
+                                            ctx.pad_id, hp.rank_reduce)
+    shard = lambda x: jax.device_put(jnp.asarray(x), batch_sharding(ctx.mesh, x.ndim))
+    desc = f"eval {ctx.domain}/{parts.variant.name}"
+    for i in progress(todo, desc=desc, every_s=config.runtime.log_every_s):
+      users = np.arange(i * bs, min((i + 1) * bs, len(ps)))
+      rows = np.concatenate([users, np.full(bs - len(users), users[0])])  # whole batches
+      batch = prompts.pack([ps[u] for u in rows], None, length=length, num_slots=slots,
+                           pad_id=ctx.pad_id)
+      batch["user_vecs"] = user_vecs[rows]
+      batch = jax.tree.map(shard, batch)
+      tokens = np.asarray(generate(llm_params, embed(trainable, frozen, batch),
+                                   batch["attention_mask"]))
+      scores = np.asarray(rank(trainable, frozen, batch, shard(ans[rows]),
+                               shard(ans_mask[rows])))
+      chunk = []
+      for r, u in enumerate(users):
+        toks = [int(t) for t in tokens[r] if t != ctx.pad_id]
+        text = ctx.tokenizer.decode(toks, skip_special_tokens=True)
+        chunk.append({"user": int(u), "output": text, "scores": scores[r].tolist()})
+      io_utils.write_json(out / f"{i:05d}.json", chunk)
+  records = []
+  for i in range(num_chunks):
+    records.extend(io_utils.read_json(out / f"{i:05d}.json"))
+  titles = ctx.display_titles
+  for rec in records:
+    u = rec["user"]
+    names = [titles[c] for c in cands[u]]
+    rec.update(variant=parts.variant.name, domain=ctx.domain,
+               user_id=ctx.split.user_ids[u], target=titles[int(target[u])],
+               target_pos=int(target_pos[u]),
+               choice=answers.choose(rec["output"], names, hp.valid_rule))
+  return records
+
+
+def score(records: list[dict]) -> dict[str, float]:
+  """Generation metrics and likelihood-ranking metrics of one (variant, domain)."""
+  choices = np.asarray([r["choice"] for r in records])
+  target_pos = np.asarray([r["target_pos"] for r in records])
+  out = answers.generation_metrics(choices, target_pos)
+  ranking = metrics.ranking_metrics(np.asarray([r["scores"] for r in records]), target_pos)
+  out.update({f"rank_{k}": v for k, v in ranking.items()})
+  return out
+
+
+def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+  lines = []
+  for domain in [d for d in config.llm.domains if d]:
+    ctx = load_context(config, workdir, domain)
+    for name in config.llm.variants:
+      parts = build_parts(config, workdir, ctx, name)
+      records = evaluate_variant(config, workdir, ctx, parts)
+      m = score(records)
+      results.update_results(workdir, parts.variant.results_key, domain, m)
+      logging.info("eval %s/%s: %s", domain, name, json.dumps(m, sort_keys=True))
+      for rec in records:
+        rec = {k: v for k, v in rec.items() if k != "scores"}
+        lines.append(json.dumps(rec, sort_keys=True, ensure_ascii=False))
+  io_utils.atomic_write_text(workdir / "eval" / "generations.jsonl", "\n".join(lines) + "\n")
+  report.write_report(config, workdir)

@@ -1,0 +1,195 @@
+"""Stage 2 numerics: soft-prompt splicing, answer-only loss, train step, candidate scores.
+
+Pure functions over explicit pytrees (SPEC §7, Eq. 15–17). The LLM's parameters are
+split by path into a trainable part and a frozen part (`split_llm_params`): frozen by
+default (nothing of the LLM trains, so the optimizer holds state only for P_u and P_i),
+"lora" (the parameters whose path names "lora"), or "full" (the small random OPT of the
+CPU configs, trained from scratch). Trainable state is
+`{"trainable": {"prompts": P_u/P_i params, "llm": {path: array}}, "opt": optax state}`;
+the frozen LLM part and the item-embedding table travel separately and are never
+differentiated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import traverse_util
+
+from sfubm_jax.models.projector import SoftPrompts
+
+TRAIN_MODES = ("frozen", "lora", "full")
+SEP = "/"
+
+
+def split_llm_params(llm_params: Any, mode: str) -> tuple[dict, dict]:
+  """(trainable, frozen): flat {"a/b/c": array} dicts over the LLM variables."""
+  if mode not in TRAIN_MODES:
+    raise ValueError(f"train mode {mode!r} not in {TRAIN_MODES}")
+  flat = traverse_util.flatten_dict(llm_params, sep=SEP)
+  if mode == "full":
+    return flat, {}
+  if mode == "lora":
+    train = {k: v for k, v in flat.items() if "lora" in k}
+    return train, {k: v for k, v in flat.items() if "lora" not in k}
+  return {}, flat
+
+
+def merge_llm_params(trainable: dict, frozen: dict) -> Any:
+  """The nested LLM variables again (inverse of `split_llm_params`)."""
+  return traverse_util.unflatten_dict({**frozen, **trainable}, sep=SEP)
+
+
+def splice(
+    token_embeds: jax.Array,  # [B, T, D]
+    item_pos: jax.Array,  # [B, S] positions; T = no slot (dropped)
+    item_embeds: jax.Array,  # [B, S, D]
+    user_pos: jax.Array,  # [B]; T = none
+    user_embeds: jax.Array,  # [B, D]
+) -> jax.Array:
+  """Token embeddings with the slot positions overwritten by the soft prompts."""
+  rows = jnp.arange(token_embeds.shape[0])
+  out = token_embeds.at[rows[:, None], item_pos].set(
+      item_embeds.astype(token_embeds.dtype), mode="drop"
+  )
+  return out.at[rows, user_pos].set(user_embeds.astype(token_embeds.dtype), mode="drop")
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage2Model:
+  """The frozen-or-trained OPT plus (optionally) the soft-prompt projectors."""
+
+  llm: nn.Module  # OPTForCausalLM
+  prompts: SoftPrompts | None  # None: no soft prompts (llm_only)
+
+  def init_prompts(self, key: jax.Array, user_dim: int, item_dim: int) -> Any:
+    if self.prompts is None:
+      return {}
+    return self.prompts.init(key, jnp.zeros((1, user_dim)), jnp.zeros((1, 1, item_dim)))
+
+  def embed(self, trainable: Any, frozen: Any, batch: dict) -> jax.Array:
+    """inputs_embeds [B, T, D]: token embeddings, soft prompts at the slots."""
+    llm_params = merge_llm_params(trainable["llm"], frozen["llm"])
+    tokens = self.llm.apply(llm_params, batch["input_ids"], method="embed_tokens")  # [B, T, D]
+    if self.prompts is None:
+      return tokens
+    item_vecs = jnp.take(frozen["items"], batch["item_ids"], axis=0)  # [B, S, d]
+    p_u, p_i = self.prompts.apply(trainable["prompts"], batch["user_vecs"], item_vecs)
+    return splice(tokens, batch["item_pos"], p_i, batch["user_pos"], p_u)
+
+  def logits(self, trainable: Any, frozen: Any, batch: dict) -> jax.Array:
+    """[B, T, V] float32 logits of the spliced sequences."""
+    embeds = self.embed(trainable, frozen, batch)
+    llm_params = merge_llm_params(trainable["llm"], frozen["llm"])
+    logits, _ = self.llm.apply(
+        llm_params, inputs_embeds=embeds, attention_mask=batch["attention_mask"],
+        deterministic=True,
+    )
+    return logits.astype(jnp.float32)
+
+
+def token_logprobs(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """log p(labels[t] | ..t) [B, T] from logits [B, T, V]."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
+
+
+def answer_loss(logits, labels, loss_mask) -> tuple[jax.Array, dict]:
+  """Eq. 17: mean next-token cross-entropy over answer tokens only."""
+  nll = -token_logprobs(logits, labels) * loss_mask  # [B, T]
+  tokens = jnp.sum(loss_mask)
+  return jnp.sum(nll) / jnp.maximum(tokens, 1.0), {"tokens": tokens}
+
+
+def sequence_scores(logits, labels, loss_mask, reduce: str = "sum") -> jax.Array:
+  """Score [B] of each answer: sum (log-likelihood) or mean of its token log-probs."""
+  lp = jnp.sum(token_logprobs(logits, labels) * loss_mask, axis=-1)
+  if reduce == "mean":
+    return lp / jnp.maximum(jnp.sum(loss_mask, axis=-1), 1.0)
+  if reduce != "sum":
+    raise ValueError(f"rank reduce {reduce!r} not in ('sum', 'mean')")
+  return lp
+
+
+def make_train_step(model: Stage2Model, tx: optax.GradientTransformation) -> Callable:
+  """step(state, frozen, batch) -> (state, {"loss", "tokens"}); jit it with donate=0."""
+
+  def loss_fn(trainable, frozen, batch):
+    logits = model.logits(trainable, frozen, batch)
+    return answer_loss(logits, batch["labels"], batch["loss_mask"])
+
+  def step(state, frozen, batch):
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["trainable"], frozen, batch
+    )
+    updates, opt = tx.update(grads, state["opt"], state["trainable"])
+    trainable = optax.apply_updates(state["trainable"], updates)
+    return {"trainable": trainable, "opt": opt}, {"loss": loss, **aux}
+
+  return step
+
+
+def make_score_fn(model: Stage2Model, reduce: str) -> Callable:
+  """fn(trainable, frozen, batch) -> [B] answer scores (see `sequence_scores`)."""
+
+  def score(trainable, frozen, batch):
+    logits = model.logits(trainable, frozen, batch)
+    return sequence_scores(logits, batch["labels"], batch["loss_mask"], reduce)
+
+  return score
+
+
+def make_rank_fn(model: Stage2Model, init_cache: Callable, reduce: str) -> Callable:
+  """fn(trainable, frozen, batch, answers [B, C, A], answer_mask [B, C, A]) -> [B, C].
+
+  Likelihood ranking with the KV cache: the prompt (left-padded to P) runs once per user,
+  its cache is repeated for the C candidates, and the C right-padded answers run on top.
+  log p(a | prompt) = log p(a_0 | prompt) + Σ_{j≥1} log p(a_j | prompt, a_<j): equal to
+  scoring the C full sequences (`make_score_fn` on `prompts.pack_candidates`) at a
+  fraction of the cost. `init_cache(batch_size, max_len)` builds an empty cache.
+  """
+
+  def rank(trainable, frozen, batch, answers, answer_mask):
+    b, c, a = answers.shape
+    p = batch["input_ids"].shape[1]
+    llm_params = merge_llm_params(trainable["llm"], frozen["llm"])
+    embeds = model.embed(trainable, frozen, batch)  # [B, P, D]
+    full_mask = jnp.concatenate(
+        [batch["attention_mask"], jnp.zeros((b, a), batch["attention_mask"].dtype)], axis=1
+    )  # [B, P+A]; answer slots are marked per candidate below
+    logits, cache = model.llm.apply(
+        llm_params, inputs_embeds=embeds, attention_mask=full_mask, cache=init_cache(b, p + a),
+        deterministic=True,
+    )
+    first = jax.nn.log_softmax(logits[:, -1].astype(jnp.float32), axis=-1)  # [B, V]
+    lp0 = jnp.take_along_axis(first, answers[:, :, 0], axis=-1)  # [B, C]
+    rep = lambda x: jnp.repeat(x, c, axis=0) if x.ndim else x
+    cache = jax.tree.map(rep, cache)
+    ans_mask = answer_mask.reshape(b * c, a)
+    mask = jnp.concatenate(
+        [jnp.repeat(batch["attention_mask"], c, axis=0), ans_mask.astype(full_mask.dtype)],
+        axis=1,
+    )  # [B*C, P+A]
+    ans_logits, _ = model.llm.apply(
+        llm_params, answers.reshape(b * c, a), attention_mask=mask, cache=cache,
+        deterministic=True,
+    )  # [B*C, A, V]
+    labels = jnp.concatenate([answers[:, :, 1:], jnp.zeros((b, c, 1), answers.dtype)], -1)
+    rest = token_logprobs(ans_logits, labels.reshape(b * c, a)).reshape(b, c, a)
+    rest_mask = jnp.concatenate(
+        [answer_mask[:, :, 1:], jnp.zeros((b, c, 1), answer_mask.dtype)], axis=-1
+    )
+    total = lp0 * answer_mask[:, :, 0] + jnp.sum(rest * rest_mask, axis=-1)  # [B, C]
+    if reduce == "mean":
+      return total / jnp.maximum(jnp.sum(answer_mask, axis=-1), 1.0)
+    if reduce != "sum":
+      raise ValueError(f"rank reduce {reduce!r} not in ('sum', 'mean')")
+    return total
+
+  return rank

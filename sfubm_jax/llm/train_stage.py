@@ -1,0 +1,163 @@
+"""The `llm` stage: Stage 2 training of every (domain, variant) (SPEC §7–8).
+
+Per domain in `config.llm.domains` and variant in `config.llm.variants`, trains the
+soft-prompt projectors P_u, P_i on the answer tokens of hybrid prompts (Eq. 17); the LLM
+is frozen unless it is the random small OPT of the CPU configs (trained from scratch,
+"full") or LoRA is on (`config.llm.lora_rank > 0`, "lora").
+
+Training example per user: the train history minus its last item as history, that last
+item as target, and 1 + num_negatives candidates (target + never-touched items with
+distinct titles, seeded, shuffled). Outputs under `DIR/llm/`:
+  tokenizer/                          the trained BPE (no checkpoint) and its fingerprint
+  <domain>/<variant>/ckpt/            Orbax checkpoints {"trainable", "opt"} + meta
+  <domain>/<variant>/history.json     per-step loss and the train mode
+Every `runtime.checkpoint_every` steps and at each epoch end a checkpoint is saved; a
+rerun resumes at the latest one and ends with the same parameters.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import pathlib
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from sfubm_jax import io_utils
+from sfubm_jax.checkpoint import Checkpointer
+from sfubm_jax.data.split import left_truncate
+from sfubm_jax.llm import prompts, stage2
+from sfubm_jax.llm.context import DomainContext, VariantParts, build_parts, load_context
+from sfubm_jax.progress import progress
+from sfubm_jax.sharding import batch_divisor, batch_sharding
+
+DONE = "history.json"
+
+
+@functools.lru_cache(maxsize=8)
+def jitted_train_step(model: stage2.Stage2Model, lr: float):
+  """One compiled step per model structure: variants with equal shapes share it."""
+  return jax.jit(stage2.make_train_step(model, optax.adam(lr)), donate_argnums=0)
+
+
+def training_examples(ctx: DomainContext, num_negatives: int, seed: int) -> dict[str, np.ndarray]:
+  """history [U, L], target [U], candidates [U, C], target_pos [U] for training prompts."""
+  hist, _ = ctx.split.history("train")
+  target = hist[:, -1].copy()
+  history = left_truncate(hist, None, 1)
+  rng = np.random.default_rng([seed, 7])
+  cands = np.stack([
+      ctx.sample_candidates(rng, int(t), set(ctx.split.seqs[u].tolist()), num_negatives)
+      for u, t in enumerate(target)
+  ])
+  return {"history": history, "target": target, "candidates": cands,
+          "target_pos": np.argmax(cands == target[:, None], axis=1).astype(np.int32)}
+
+
+def pack_examples(ctx: DomainContext, builder: prompts.PromptBuilder, ex: dict,
+                  max_seq_len: int) -> dict[str, np.ndarray]:
+  """Every training prompt + answer, left-padded to one length (one jitted step shape)."""
+  ps = [builder.build(h, c) for h, c in zip(ex["history"], ex["candidates"])]
+  ans = [builder.answer(t) for t in ex["target"]]
+  length = prompts.round_up(max(len(p.ids) + len(a) for p, a in zip(ps, ans)))
+  prompts.check_length(length, max_seq_len)
+  slots = max(1, max(len(p.item_slots) for p in ps))
+  return prompts.pack(ps, ans, length=length, num_slots=slots, pad_id=ctx.pad_id)
+
+
+def epoch_order(num: int, batch: int, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+  """Shuffled indices padded to whole batches, and weights (0 for the padding repeats)."""
+  perm = np.random.default_rng([seed, 11, epoch]).permutation(num)
+  pad = (-num) % batch
+  idx = np.concatenate([perm, perm[:pad]])
+  weight = np.concatenate([np.ones(num, np.float32), np.zeros(pad, np.float32)])
+  return idx, weight
+
+
+def train_variant(config: ml_collections.ConfigDict, workdir: pathlib.Path,
+                  ctx: DomainContext, parts: VariantParts, packed: dict,
+                  user_vecs: np.ndarray) -> None:
+  """Trains one variant, resuming from its latest checkpoint; writes history.json."""
+  hp = config.llm
+  out = parts.directory(workdir)
+  if (out / DONE).exists():
+    logging.info("llm %s/%s: trained, skipped", ctx.domain, parts.variant.name)
+    return
+  mesh = ctx.mesh
+  b = hp.batch_size
+  if b % batch_divisor(mesh):
+    raise_batch(b, mesh)
+  num = len(packed["input_ids"])
+  steps_per_epoch = math.ceil(num / b)
+  total = steps_per_epoch * hp.epochs
+  history = {"train_mode": parts.train_mode, "variant": parts.variant.name,
+             "domain": ctx.domain, "steps_per_epoch": steps_per_epoch, "loss": []}
+  n_train = sum(int(x.size) for x in jax.tree.leaves(parts.state["trainable"]))
+  if n_train == 0 or total == 0:
+    history["note"] = "nothing to train (no soft prompts, frozen LLM, no LoRA)"
+    io_utils.write_json(out / DONE, history)
+    return
+  state = parts.state
+  ckpt = Checkpointer(out / "ckpt", max_to_keep=config.runtime.max_to_keep)
+  step = 0
+  if ckpt.latest_step() is not None:
+    state, meta = ckpt.restore(state)
+    step, history["loss"] = int(meta["step"]), list(meta["loss"])
+    logging.info("llm %s/%s: resumed at step %d/%d", ctx.domain, parts.variant.name, step,
+                 total)
+  step_fn = jitted_train_step(parts.model, hp.lr)
+  shard = lambda x: jax.device_put(x, batch_sharding(mesh, x.ndim))
+  pending = []  # device losses not yet fetched (no host sync per step)
+  def save(s):
+    history["loss"].extend(float(x) for x in jax.device_get(pending))
+    pending.clear()
+    ckpt.save(s, state, {"step": s, "loss": history["loss"]})
+
+  desc = f"llm {ctx.domain}/{parts.variant.name}"
+  for s in progress(range(step, total), total=total - step, desc=desc,
+                    every_s=config.runtime.log_every_s):
+    epoch, k = divmod(s, steps_per_epoch)
+    idx, weight = epoch_order(num, b, hp.seed, epoch)
+    rows, w = idx[k * b:(k + 1) * b], weight[k * b:(k + 1) * b]
+    batch = {key: v[rows] for key, v in packed.items()}
+    batch["loss_mask"] = batch["loss_mask"] * w[:, None]
+    batch["user_vecs"] = user_vecs[rows]
+    state, metrics = step_fn(state, parts.frozen, jax.tree.map(shard, batch))
+    pending.append(metrics["loss"])
+    if (s + 1) % config.runtime.checkpoint_every == 0 or (s + 1) % steps_per_epoch == 0:
+      save(s + 1)
+  if pending or ckpt.latest_step() != total:
+    save(total)
+  ckpt.close()
+  io_utils.write_json(out / DONE, history)
+  logging.info("llm %s/%s: %d steps, last loss %.4f", ctx.domain, parts.variant.name, total,
+               history["loss"][-1])
+
+
+def raise_batch(b: int, mesh) -> None:
+  from sfubm_jax.errors import UserError
+
+  raise UserError(f"config.llm.batch_size={b} is not a multiple of the {batch_divisor(mesh)} "
+                  "batch-parallel devices (config.mesh.shape); change one of them")
+
+
+def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+  hp = config.llm
+  for domain in [d for d in hp.domains if d]:
+    ctx = load_context(config, workdir, domain)
+    ex = training_examples(ctx, config.data.num_negatives, hp.seed)
+    cache = {}
+    for name in hp.variants:
+      parts = build_parts(config, workdir, ctx, name)
+      soft = parts.variant.soft_prompts
+      if soft not in cache:
+        packed = pack_examples(ctx, ctx.builder(soft), ex, hp.max_seq_len)
+        vecs = (ctx.user_vectors(ex["history"]) if soft
+                else np.zeros((len(ex["target"]), 1), np.float32))
+        cache[soft] = (packed, vecs)
+      train_variant(config, workdir, ctx, parts, *cache[soft])
+      del parts

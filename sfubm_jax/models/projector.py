@@ -1,0 +1,58 @@
+"""Soft-prompt projectors P_u and P_i of Stage 2 (SPEC §7, Eq. 15–16).
+
+`p_u = P_u(r_u)` maps the frozen SASRec user state and `p_i = P_i(ẽ_i)` the fused FKD
+item embedding into the LLM's input-embedding space. Each is a 2-layer MLP
+d → hidden → d_llm with its own activation (GELU for users, tanh for items); with
+`hidden=0` it is a single linear map d → d_llm, the `fkd_no_projector` ablation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "gelu": nn.gelu,
+    "tanh": jnp.tanh,
+    "relu": nn.relu,
+}
+
+
+class Projector(nn.Module):
+  """x [..., d] -> [..., out_dim]; MLP with one hidden layer, or linear when hidden == 0."""
+
+  out_dim: int
+  hidden: int = 128
+  activation: str = "gelu"
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = x.astype(self.dtype)
+    if self.hidden > 0:
+      x = nn.Dense(self.hidden, dtype=self.dtype, name="hidden")(x)  # [..., H]
+      x = ACTIVATIONS[self.activation](x)
+    return nn.Dense(self.out_dim, dtype=self.dtype, name="out")(x)  # [..., d_llm]
+
+
+class SoftPrompts(nn.Module):
+  """The pair (P_u, P_i): user states [B, d_u] and item embeddings [B, S, d_i] to d_llm."""
+
+  out_dim: int
+  hidden: int = 128
+  user_activation: str = "gelu"
+  item_activation: str = "tanh"
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, user_vecs: jax.Array, item_vecs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    p_u = Projector(self.out_dim, self.hidden, self.user_activation, self.dtype, name="user")(
+        user_vecs
+    )  # [B, d_llm]
+    p_i = Projector(self.out_dim, self.hidden, self.item_activation, self.dtype, name="item")(
+        item_vecs
+    )  # [B, S, d_llm]
+    return p_u, p_i

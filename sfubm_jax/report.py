@@ -1,0 +1,243 @@
+"""`DIR/report.md`: the run's tables and plots beside the paper's figures (SPEC §9).
+
+Reads whatever the stages left (a missing part is named as missing, not invented):
+`data/stats.md` (Table 1), `results.json` (Table 2 and Table 4 rows), the federation
+privacy figures (`federate/*/privacy.json`, `federate/privacy_sweep.md`: Table 5), and the
+training curves (`llm/<domain>/<variant>/history.json`, `pretrain/**/history.json`,
+`fkd/**/metrics.json`), which are drawn into `DIR/report_plots/*.png` (matplotlib, Agg).
+"""
+
+from __future__ import annotations
+
+import io
+import pathlib
+from collections.abc import Mapping
+
+import ml_collections
+import numpy as np
+
+from sfubm_jax import io_utils, results
+
+# SPEC §9: the paper's Hit@1 on the target domain (Table 2) and SF-UBM's Valid ratio.
+PAPER_TABLE2 = {
+    "health_beauty": dict(sasrec=0.3889, gru4rec=0.4072, a_llmrec=0.3735, tallrec=0.3350,
+                          sfubm=0.4144, sfubm_valid=0.9819),
+    "food_kitchen": dict(sasrec=0.2685, gru4rec=0.0518, a_llmrec=0.2920, tallrec=0.3660,
+                         sfubm=0.3662, sfubm_valid=0.9949),
+    "books_movielens": dict(sasrec=0.0617, gru4rec=0.0676, a_llmrec=0.1757, tallrec=0.1922,
+                            sfubm=0.2900, sfubm_valid=0.9915),
+}
+# Our method -> (the paper's column it is compared with, why it is the closest analogue).
+TABLE2_ROWS = (
+    ("sasrec", "sasrec", "SASRec"),
+    ("gru4rec", "gru4rec", "GRU4Rec"),
+    ("mlp_llm", "a_llmrec", "A-LLMRec (ours: SASRec embeddings + MLP projectors)"),
+    ("llm_only", "tallrec", "TALLRec (ours: the LLM on text only)"),
+    ("sfubm", "sfubm", "SF-UBM"),
+)
+TABLE4_ROWS = ("sfubm", "fkd_no_projector", "llm_kd_local", "llm_id_only", "llm_text_only",
+               "llm_only")
+# SPEC §3: the paper's Table 5 sim ranges per λ.
+PAPER_TABLE5 = {"0.5": "0.33–0.41", "0.1": "0.54–0.64", "0.005": "0.82–0.91"}
+GEN_METRICS = ("valid_ratio", "hit@1", "hit@1_valid")
+RANK_METRICS = ("rank_hit@1", "rank_hr@5", "rank_ndcg@5", "rank_ndcg@10")
+
+
+def _f(x) -> str:
+  return "–" if x is None else f"{x:.4f}"
+
+
+def _pct(x) -> str:
+  return "–" if x is None else f"{100 * x:.2f}%"
+
+
+def table2(res: Mapping, pair: str, target: str) -> str:
+  paper = PAPER_TABLE2.get(pair, {})
+  lines = ["| method | Hit@1 (ours) | Valid (ours) | Hit@1 valid-only | rank HR@1 | "
+           "rank NDCG@10 | paper column | Hit@1 (paper) |",
+           "|---|---:|---:|---:|---:|---:|---|---:|"]
+  for ours, col, label in TABLE2_ROWS:
+    r = res.get(ours, {}).get(target)
+    if r is None:
+      lines.append(f"| {ours} | not run | | | | | {label} | {_f(paper.get(col))} |")
+      continue
+    valid = r.get("valid_ratio")
+    lines.append(
+        f"| {ours} | {_f(r.get('hit@1'))} | {_pct(valid)} | {_f(r.get('hit@1_valid'))} | "
+        f"{_f(r.get('rank_hit@1'))} | {_f(r.get('rank_ndcg@10'))} | {label} | "
+        f"{_f(paper.get(col))} |")
+  if paper:
+    lines.append(f"\nPaper SF-UBM Valid ratio: {_pct(paper['sfubm_valid'])}. ID-only "
+                 "baselines (sasrec, gru4rec) score the same 20 candidates by dot product; "
+                 "their Hit@1 is the ranking HR@1 (Valid = 100% by construction).")
+  return "\n".join(lines)
+
+
+def table4(res: Mapping, target: str) -> str:
+  lines = ["| variant | Hit@1 | Valid | rank HR@1 | rank NDCG@10 | Stage 1 FKD Hit@1 |",
+           "|---|---:|---:|---:|---:|---:|"]
+  stage1 = {"sfubm": "fkd", "fkd_no_projector": "fkd", "llm_kd_local": "kd_local",
+            "llm_id_only": "id_only", "llm_text_only": "text_only"}
+  for name in TABLE4_ROWS:
+    r = res.get(name, {}).get(target)
+    s1 = res.get(stage1.get(name, ""), {}).get(target, {}).get("hit@1")
+    if r is None:
+      lines.append(f"| {name} | not run | | | | {_f(s1)} |")
+    else:
+      lines.append(f"| {name} | {_f(r.get('hit@1'))} | {_pct(r.get('valid_ratio'))} | "
+                   f"{_f(r.get('rank_hit@1'))} | {_f(r.get('rank_ndcg@10'))} | {_f(s1)} |")
+  return "\n".join(lines)
+
+
+def all_results(res: Mapping) -> str:
+  keys = sorted({k for m in res.values() for d in m.values() for k in d})
+  lines = ["| method | domain | " + " | ".join(keys) + " |",
+           "|---|---|" + "---:|" * len(keys)]
+  for method in sorted(res):
+    for domain in sorted(res[method]):
+      row = res[method][domain]
+      lines.append(f"| {method} | {domain} | " + " | ".join(_f(row.get(k)) for k in keys) + " |")
+  return "\n".join(lines)
+
+
+def privacy_section(workdir: pathlib.Path) -> str:
+  fed = workdir / "federate"
+  rows = []
+  for path in sorted(fed.glob("*/privacy.json")):
+    p = io_utils.read_json(path)
+    rows.append(f"| {path.parent.name} | {p.get('noise_scale', '–')} | {_f(p.get('sim'))} | "
+                f"{_f(p.get('reid@1'))} |")
+  out = []
+  if rows:
+    out += ["| domain | λ | sim = mean cos(e_i, ẽ_i) | reid@1 |", "|---|---:|---:|---:|", *rows]
+  else:
+    out.append(f"(no privacy figures: {fed}/<domain>/privacy.json missing)")
+  if (fed / "privacy_sweep.md").exists():
+    out += ["", "Sweep over λ (paper Table 5 sim: " +
+            ", ".join(f"λ={k}: {v}" for k, v in PAPER_TABLE5.items()) + "):", "",
+            (fed / "privacy_sweep.md").read_text(encoding="utf-8").strip()]
+  return "\n".join(out)
+
+
+def numeric_series(obj) -> dict[str, list[float]]:
+  """Named numeric curves in a history object (dict of lists or list of dicts)."""
+  out: dict[str, list[float]] = {}
+  if isinstance(obj, Mapping):
+    for k, v in obj.items():
+      if isinstance(v, list) and v and all(isinstance(x, int | float) for x in v):
+        out[k] = [float(x) for x in v]
+      elif isinstance(v, list | Mapping) and k in ("history", "curves", "train", "valid"):
+        out.update({f"{k}/{n}": s for n, s in numeric_series(v).items()})
+  elif isinstance(obj, list) and obj and all(isinstance(x, Mapping) for x in obj):
+    for key in sorted({k for x in obj for k in x}):
+      vals = [x.get(key) for x in obj]
+      if all(isinstance(v, int | float) for v in vals) and key not in ("epoch", "step"):
+        out[key] = [float(v) for v in vals]
+  return out
+
+
+def _plot(path: pathlib.Path, title: str, series: Mapping[str, list[float]]) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(6, 3.5))
+  for name, ys in series.items():
+    ax.plot(np.arange(1, len(ys) + 1), ys, label=name)
+  ax.set_title(title)
+  ax.set_xlabel("step / epoch")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=90)
+  plt.close(fig)
+  io_utils.atomic_write_bytes(path, buf.getvalue())
+
+
+def plots(workdir: pathlib.Path) -> list[tuple[str, str]]:
+  """Draws every training curve found; returns (caption, relative png path)."""
+  plot_dir = workdir / "report_plots"
+  made = []
+  llm = {}
+  for path in sorted((workdir / "llm").glob("*/*/history.json")):
+    h = io_utils.read_json(path)
+    if h.get("loss"):
+      llm.setdefault(path.parent.parent.name, {})[path.parent.name] = h["loss"]
+  for domain, series in llm.items():
+    name = f"llm_{domain}.png"
+    _plot(plot_dir / name, f"Stage 2 training loss ({domain}, per step)", series)
+    made.append((f"Stage 2 loss, {domain}", f"report_plots/{name}"))
+  stage1 = sorted((workdir / "pretrain").glob("*/*/history.json")) + sorted(
+      (workdir / "fkd").glob("*/*/metrics.json"))
+  for path in stage1:
+    series = numeric_series(io_utils.read_json(path))
+    if not series:
+      continue
+    stage = path.relative_to(workdir).parts[0]
+    name = f"{stage}_{path.parent.parent.name}_{path.parent.name}.png"
+    _plot(plot_dir / name, f"{stage}: {path.parent.parent.name}/{path.parent.name}", series)
+    made.append((f"{stage} {path.parent.parent.name}/{path.parent.name}", f"report_plots/{name}"))
+  return made
+
+
+def llm_notes(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> str:
+  hp = config.llm
+  modes = {}
+  for path in sorted((workdir / "llm").glob("*/*/history.json")):
+    h = io_utils.read_json(path)
+    modes[f"{path.parent.parent.name}/{path.parent.name}"] = (h.get("train_mode"), h.get("note"))
+  lines = []
+  if hp.checkpoint:
+    lines.append(f"- LLM: OPT from `{hp.checkpoint}`.")
+  else:
+    s = hp.small
+    lines.append(f"- LLM: **no pretrained checkpoint**: a small random OPT ({s.num_hidden_layers}"
+                 f" layers, hidden {s.hidden_size}) trained from scratch **together with** the "
+                 "projectors on this dataset (train mode `full`): numbers are not comparable "
+                 "to the paper's OPT-6.7B.")
+  for k, (mode, note) in modes.items():
+    lines.append(f"- `{k}`: train mode `{mode}`" + (f" ({note})" if note else ""))
+  lines.append(f"- Valid-answer rule: `{hp.valid_rule}`; likelihood ranking score: "
+               f"`{hp.rank_reduce}` of answer-token log-probs.")
+  return "\n".join(lines)
+
+
+def stage_times(workdir: pathlib.Path) -> str:
+  """Wall seconds of every finished stage (from the pipeline's COMPLETE markers)."""
+  from sfubm_jax.pipeline import COMPLETE, STAGES
+
+  rows = []
+  for name in STAGES:
+    marker = workdir / name / COMPLETE
+    if marker.exists():
+      rows.append(f"| {name} | {io_utils.read_json(marker).get('seconds', '–')} |")
+    else:
+      rows.append(f"| {name} | running or not run |")
+  return "\n".join(["| stage | wall seconds |", "|---|---:|", *rows])
+
+
+def write_report(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> pathlib.Path:
+  """Writes DIR/report.md (and its plots) from what exists in `workdir`."""
+  workdir = pathlib.Path(workdir)
+  res = results.read_results(workdir)
+  target = config.domains[0]
+  stats = workdir / "data" / "stats.md"
+  parts = [
+      f"# SF-UBM run report: {config.pair}" + (f" (`:{config.variant}`)" if config.variant else ""),
+      f"Domains (target first): {', '.join(config.domains)}. Workdir: `{workdir}`.",
+      "## Stage 2 setup", llm_notes(config, workdir),
+      "## Table 1: dataset statistics",
+      stats.read_text(encoding="utf-8").strip() if stats.exists() else f"(missing: {stats})",
+      f"## Table 2: Hit@1 on the target domain ({target})", table2(res, config.pair, target),
+      f"## Table 4: ablations ({target})", table4(res, target),
+      "## Table 5: privacy of the uploads", privacy_section(workdir),
+      "## All results (results.json)", all_results(res) if res else "(no results yet)",
+      "## Stage wall times", stage_times(workdir),
+      "## Training curves",
+  ]
+  figs = plots(workdir)
+  parts += [f"![{cap}]({png})" for cap, png in figs] or ["(no training histories found)"]
+  text = "\n\n".join(parts) + "\n"
+  io_utils.atomic_write_text(workdir / "report.md", text)
+  return workdir / "report.md"

@@ -1,0 +1,159 @@
+"""Stage 2 numerics on a tiny random OPT: splicing, answer-only loss, frozen LLM, ranking."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from sfubm_jax.llm import prompts, stage2
+from sfubm_jax.models import opt
+from sfubm_jax.models.projector import SoftPrompts
+
+V, D, DU, DI = 64, 16, 5, 7
+SLOT, BOS, EOS, PAD = 1, 2, 2, 1
+
+
+@pytest.fixture(scope="module")
+def setup():
+  cfg = opt.OPTConfig(vocab_size=V, hidden_size=D, num_hidden_layers=2, ffn_dim=32,
+                      num_attention_heads=2, max_position_embeddings=128, dropout=0.0,
+                      pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS)
+  llm = opt.OPTForCausalLM(cfg)
+  llm_params = llm.init(jax.random.key(0), jnp.ones((1, 4), jnp.int32),
+                        attention_mask=jnp.ones((1, 4), jnp.int32))
+  model = stage2.Stage2Model(llm, SoftPrompts(out_dim=D, hidden=8))
+  prompt_params = model.init_prompts(jax.random.key(1), DU, DI)
+  rng = np.random.default_rng(0)
+  items = rng.normal(size=(10, DI)).astype(np.float32)
+  title_tokens = [[]] + [list(rng.integers(3, V, size=rng.integers(1, 4))) for _ in range(9)]
+  builder = prompts.PromptBuilder(
+      lambda s: [3 + (ord(ch) % (V - 3)) for ch in s], template="h {history} u {user} c "
+      "{candidates} :", noun="", title_tokens=title_tokens, bos_id=BOS, eos_id=EOS,
+      slot_id=SLOT, soft_prompts=True)
+  trainable, frozen = stage2.split_llm_params(llm_params, "frozen")
+  return dict(cfg=cfg, model=model, builder=builder, items=items, rng=rng,
+              trainable={"prompts": prompt_params, "llm": trainable},
+              frozen={"llm": frozen, "items": jnp.asarray(items)})
+
+
+def _batch(setup, hists, cands, answers=None, length=40, slots=8):
+  b = setup["builder"]
+  ps = [b.build(h, c) for h, c in zip(hists, cands)]
+  out = prompts.pack(ps, answers, length=length, num_slots=slots, pad_id=PAD)
+  out["user_vecs"] = setup["rng"].normal(size=(len(ps), DU)).astype(np.float32)
+  return ps, out
+
+
+def test_splice_puts_projector_outputs_at_slots_only(setup):
+  m, tr, fr = setup["model"], setup["trainable"], setup["frozen"]
+  ps, batch = _batch(setup, [[1, 2], [0, 3]], [[4, 5, 6], [7, 8, 9]])
+  embeds = np.asarray(m.embed(tr, fr, batch))
+  tokens = np.asarray(m.llm.apply(merge(tr, fr), batch["input_ids"], method="embed_tokens"))
+  p_u, p_i = m.prompts.apply(tr["prompts"], batch["user_vecs"], setup["items"][batch["item_ids"]])
+  for r, p in enumerate(ps):
+    off = 40 - len(p.ids)
+    slot_pos = {off + pos for pos, _ in p.item_slots} | {off + p.user_slot}
+    for k, (pos, _) in enumerate(p.item_slots):
+      np.testing.assert_allclose(embeds[r, off + pos], p_i[r, k], rtol=1e-6)
+    np.testing.assert_allclose(embeds[r, off + p.user_slot], p_u[r], rtol=1e-6)
+    others = [t for t in range(40) if t not in slot_pos]
+    np.testing.assert_array_equal(embeds[r, others], tokens[r, others])
+
+
+def merge(tr, fr):
+  return stage2.merge_llm_params(tr["llm"], fr["llm"])
+
+
+def test_loss_counts_answer_tokens_only(setup):
+  m, tr, fr, b = setup["model"], setup["trainable"], setup["frozen"], setup["builder"]
+  ans = [b.answer(4), b.answer(8)]
+  ps, batch = _batch(setup, [[1, 2], [3]], [[4, 5], [8, 9]], answers=ans)
+  logits = np.asarray(m.logits(tr, fr, batch), np.float64)
+  loss, aux = stage2.answer_loss(jnp.asarray(logits), batch["labels"], batch["loss_mask"])
+  # Hand reference: -log softmax at the position before each answer token.
+  nll = []
+  for r, p in enumerate(ps):
+    seq = p.ids + ans[r]
+    off = 40 - len(seq)
+    for j, tok in enumerate(ans[r]):
+      t = off + len(p.ids) - 1 + j
+      row = logits[r, t]
+      nll.append(np.log(np.exp(row - row.max()).sum()) + row.max() - row[tok])
+  assert aux["tokens"] == sum(len(a) for a in ans)
+  np.testing.assert_allclose(loss, np.mean(nll), rtol=1e-5)
+  # Changing a prompt-token label leaves the loss unchanged; an answer label changes it.
+  labels = batch["labels"].copy()
+  t0 = int(np.argmax(batch["attention_mask"][0]))
+  labels[0, t0] = (labels[0, t0] + 1) % V
+  same, _ = stage2.answer_loss(jnp.asarray(logits), labels, batch["loss_mask"])
+  np.testing.assert_allclose(same, loss, rtol=1e-7)
+
+
+def test_frozen_llm_has_no_optimizer_state_and_does_not_change(setup):
+  m, tr, fr, b = setup["model"], setup["trainable"], setup["frozen"], setup["builder"]
+  assert tr["llm"] == {}
+  tx = optax.adam(1e-2)
+  state = {"trainable": tr, "opt": tx.init(tr)}
+  n_train = sum(x.size for x in jax.tree.leaves(tr))
+  n_opt = sum(x.size for x in jax.tree.leaves(state["opt"]) if x.ndim)
+  assert n_opt == 2 * n_train  # Adam's mu and nu for the projectors only
+  _, batch = _batch(setup, [[1, 2]], [[4, 5]], answers=[b.answer(4)])
+  step = jax.jit(stage2.make_train_step(m, tx))
+  frozen_before = jax.tree.map(np.asarray, fr)
+  new, metrics = step(state, fr, batch)
+  new, metrics2 = step(new, fr, batch)
+  assert float(metrics2["loss"]) < float(metrics["loss"])
+  jax.tree.map(np.testing.assert_array_equal, frozen_before, jax.tree.map(np.asarray, fr))
+  moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
+                       new["trainable"]["prompts"], tr["prompts"])
+  assert all(v > 0 for v in jax.tree.leaves(moved))
+
+
+def test_lora_and_full_split():
+  cfg = opt.OPTConfig(vocab_size=V, hidden_size=D, num_hidden_layers=1, ffn_dim=32,
+                      num_attention_heads=2, max_position_embeddings=64, lora_rank=2)
+  params = opt.OPTForCausalLM(cfg).init(jax.random.key(0), jnp.ones((1, 4), jnp.int32),
+                                        attention_mask=jnp.ones((1, 4), jnp.int32))
+  train, frozen = stage2.split_llm_params(params, "lora")
+  assert train and all("lora" in k for k in train) and not any("lora" in k for k in frozen)
+  merged = stage2.merge_llm_params(train, frozen)
+  jax.tree.map(np.testing.assert_array_equal, merged, params)
+  full, none = stage2.split_llm_params(params, "full")
+  assert none == {} and len(full) == len(train) + len(frozen)
+
+
+def test_cached_ranking_equals_brute_force(setup):
+  m, tr, fr, b = setup["model"], setup["trainable"], setup["frozen"], setup["builder"]
+  hists, cands = [[1, 2], [0, 3]], [[4, 5, 6], [7, 8, 9]]
+  ps, batch = _batch(setup, hists, cands, length=32)
+  answers = [[b.answer(i) for i in c] for c in cands]
+  a_len = max(len(a) for row in answers for a in row)
+  ans = np.full((2, 3, a_len), PAD, np.int32)
+  ans_mask = np.zeros((2, 3, a_len), np.float32)
+  for i, row in enumerate(answers):
+    for k, a in enumerate(row):
+      ans[i, k, : len(a)], ans_mask[i, k, : len(a)] = a, 1
+  init = lambda bs, n: opt.init_cache(setup["cfg"], bs, n)
+  fast = np.asarray(stage2.make_rank_fn(m, init, "sum")(tr, fr, batch, ans, ans_mask))
+  fast_mean = np.asarray(stage2.make_rank_fn(m, init, "mean")(tr, fr, batch, ans, ans_mask))
+  np.testing.assert_allclose(fast_mean, fast / ans_mask.sum(-1), rtol=1e-6)
+  logits_fn = jax.jit(m.logits)
+  # Brute force: each unpadded prompt + answer as one sequence, numpy log-softmax
+  # (user 1, whose prompt has left padding in the batch; the padded scorer below covers all).
+  for i, p in list(enumerate(ps))[1:]:
+    for k, a in enumerate(answers[i]):
+      seq = p.ids + a
+      one = prompts.pack([p], [a], length=len(seq), num_slots=8, pad_id=PAD)
+      one["user_vecs"] = batch["user_vecs"][i : i + 1]
+      logits = np.asarray(logits_fn(tr, fr, one), np.float64)[0]
+      lp = logits - logits.max(-1, keepdims=True)
+      lp = lp - np.log(np.exp(lp).sum(-1, keepdims=True))
+      want = sum(lp[len(p.ids) - 1 + j, tok] for j, tok in enumerate(a))
+      np.testing.assert_allclose(fast[i, k], want, rtol=1e-4, atol=1e-4)
+  # And the padded full-sequence scorer agrees too.
+  full = prompts.pack_candidates(ps, answers, prompt_length=32, answer_length=a_len,
+                                 num_slots=8, pad_id=PAD)
+  full["user_vecs"] = np.repeat(batch["user_vecs"], 3, axis=0)
+  slow = np.asarray(jax.jit(stage2.make_score_fn(m, "sum"))(tr, fr, full)).reshape(2, 3)
+  np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-4)
