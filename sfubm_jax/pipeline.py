@@ -89,3 +89,9 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, stages: Sequen
     elapsed = time.time() - start
     io_utils.write_json(workdir / name / COMPLETE, {"stage": name, "seconds": round(elapsed, 2)})
     logging.info("stage %s: done in %.1fs", name, elapsed)
+    if name == "eval":
+      # The eval stage writes the report before its own COMPLETE marker exists; write it
+      # again so that it holds the eval stage's wall time too.
+      from sfubm_jax import report  # noqa: PLC0415 (matplotlib is only needed here)
+
+      report.write_report(config, workdir)
