@@ -142,12 +142,17 @@ def _plot(path: pathlib.Path, title: str, series: Mapping[str, list[float]]) -> 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  fig, ax = plt.subplots(figsize=(6, 3.5))
-  for name, ys in series.items():
-    ax.plot(np.arange(1, len(ys) + 1), ys, label=name)
-  ax.set_title(title)
-  ax.set_xlabel("step / epoch")
-  ax.legend(fontsize=7)
+  # Losses and validation metrics live on different scales: one panel each.
+  metrics = {k: v for k, v in series.items() if "valid" in k}
+  losses = {k: v for k, v in series.items() if "valid" not in k}
+  panels = [(name, group) for name, group in (("loss", losses), ("validation", metrics)) if group]
+  fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
+  for ax, (label, group) in zip(axes[0], panels):
+    for name, ys in group.items():
+      ax.plot(np.arange(1, len(ys) + 1), ys, label=name.split("/")[-1])
+    ax.set_title(f"{title}: {label}")
+    ax.set_xlabel("step / epoch")
+    ax.legend(fontsize=7)
   fig.tight_layout()
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=90)
