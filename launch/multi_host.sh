@@ -8,13 +8,8 @@
 # Without SLURM, on every host (PROCESS_ID = 0 .. NUM_PROCESSES-1):
 #   COORDINATOR_ADDRESS=host0:12345 NUM_PROCESSES=2 PROCESS_ID=0 launch/multi_host.sh ...
 # The workdir must be on a filesystem every host sees (Orbax writes from all processes).
-# MESH defaults to "(1,-1,1)" (FSDP over all GPUs of all hosts).
+# MESH defaults to "(1,-1,1)" (FSDP over all GPUs of all hosts). `sfubm_jax.main` calls
+# `jax.distributed.initialize` itself when it sees SLURM or the variables above; the rest
+# is the one-host launch.
 set -euo pipefail
-CONFIG=${1:?usage: $0 CONFIG WORKDIR [main flags...]}
-WORKDIR=${2:?usage: $0 CONFIG WORKDIR [main flags...]}
-shift 2
-MESH=${MESH:-"(1,-1,1)"}
-export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.92}
-exec python -m sfubm_jax.main --config="${CONFIG}" --workdir="${WORKDIR}" \
-  --config.llm.dtype=bfloat16 --config.llm.param_dtype=bfloat16 \
-  --config.text_encoder.device=cuda --config.mesh.shape="${MESH}" "$@"
+exec "$(dirname "$0")/multi_gpu.sh" "$@"

@@ -48,15 +48,10 @@ def _check_vectors(client: str, vectors: np.ndarray, what: str) -> None:
     raise ValueError(f"{what} vectors hold non-finite values")
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class Upload:
-  """Client → server: ẽ for items 1..N of one client's catalogue, nothing more."""
+class _Vectors:
+  """Shape accessors shared by both message kinds (`vectors` is [count, dim])."""
 
-  client: str
-  vectors: np.ndarray  # [N, d_t] float32
-
-  def __post_init__(self):
-    _check_vectors(self.client, self.vectors, "upload")
+  vectors: np.ndarray
 
   @property
   def count(self) -> int:
@@ -66,13 +61,24 @@ class Upload:
   def dim(self) -> int:
     return int(self.vectors.shape[1])
 
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Upload(_Vectors):
+  """Client → server: ẽ for items 1..N of one client's catalogue, nothing more."""
+
+  client: str
+  vectors: np.ndarray  # [N, d_t] float32
+
+  def __post_init__(self):
+    _check_vectors(self.client, self.vectors, "upload")
+
   def digest(self) -> str:
     """The checksum this upload carries on the wire; a reply names it in `answers`."""
     return _header(self).get("sha256")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Reply:
+class Reply(_Vectors):
   """Server → client: the centroid c_i of each of the client's items 1..N."""
 
   client: str
@@ -83,14 +89,6 @@ class Reply:
     _check_vectors(self.client, self.vectors, "reply")
     if not re.fullmatch(r"[0-9a-f]{64}", self.answers):
       raise ValueError("reply.answers must be the 64-hex digest of an upload")
-
-  @property
-  def count(self) -> int:
-    return int(self.vectors.shape[0])
-
-  @property
-  def dim(self) -> int:
-    return int(self.vectors.shape[1])
 
 
 Message = Upload | Reply
