@@ -70,11 +70,17 @@ def is_complete(workdir: pathlib.Path, stage: str) -> bool:
 
 
 def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, stages: Sequence[str]) -> None:
-  """Runs `stages` in order, skipping those already complete."""
+  """Runs `stages` in order, skipping those already complete; then writes the report.
+
+  `DIR/report.md` summarises every stage (wall times included), so it is written here,
+  once the eval stage is complete, rather than by a stage.
+  """
+  ran = False
   for name in stages:
     if is_complete(workdir, name):
       logging.info("stage %s: complete, skipped (%s)", name, workdir / name / COMPLETE)
       continue
+    ran = True
     logging.info("stage %s: running", name)
     start = time.time()
     stage_dir = workdir / name
@@ -89,9 +95,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, stages: Sequen
     elapsed = time.time() - start
     io_utils.write_json(workdir / name / COMPLETE, {"stage": name, "seconds": round(elapsed, 2)})
     logging.info("stage %s: done in %.1fs", name, elapsed)
-    if name == "eval":
-      # The eval stage writes the report before its own COMPLETE marker exists; write it
-      # again so that it holds the eval stage's wall time too.
-      from sfubm_jax import report  # noqa: PLC0415 (matplotlib is only needed here)
+  if "eval" in stages and (ran or not (workdir / "report.md").exists()):
+    from sfubm_jax import report  # matplotlib is only needed here
 
-      report.write_report(config, workdir)
+    logging.info("report: %s", report.write_report(config, workdir))

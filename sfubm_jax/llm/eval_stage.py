@@ -8,7 +8,8 @@ Users are processed in chunks of `config.llm.eval_batch_size` whose results are 
 atomically to `DIR/eval/<domain>/<variant>/chunks/*.json`; a rerun skips finished chunks.
 Then: metrics into `DIR/results.json` (valid_ratio, hit@1 over all users, hit@1_valid,
 rank_hit@1, rank_hr@5, rank_ndcg@5, rank_ndcg@10), every generation in
-`DIR/eval/generations.jsonl` (one line per variant, domain, user) and `DIR/report.md`.
+`DIR/eval/generations.jsonl` (one line per variant, domain, user). The pipeline writes
+`DIR/report.md` once this stage is complete.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from sfubm_jax import io_utils, metrics, report, results
+from sfubm_jax import io_utils, metrics, results
 from sfubm_jax.checkpoint import Checkpointer
 from sfubm_jax.errors import UserError
 from sfubm_jax.llm import answers, prompts, stage2
@@ -158,4 +159,3 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
         rec = {k: v for k, v in rec.items() if k != "scores"}
         lines.append(json.dumps(rec, sort_keys=True, ensure_ascii=False))
   io_utils.atomic_write_text(workdir / "eval" / "generations.jsonl", "\n".join(lines) + "\n")
-  report.write_report(config, workdir)
