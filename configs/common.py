@@ -215,6 +215,9 @@ def _llm(pair: dict) -> ml_collections.ConfigDict:
   c.projector_hidden = 128
   c.user_activation = "gelu"
   c.item_activation = "tanh"
+  # Training targets per user: "last" (the last train item, one prompt per user) or
+  # "all" (every train item after the first, each with its own prefix as history).
+  c.train_targets = "last"
   # Adam lr, batch size and epochs of Stage 2 (paper Table 3).
   c.lr = 1e-4
   c.batch_size = 8

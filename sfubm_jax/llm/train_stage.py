@@ -29,7 +29,7 @@ from absl import logging
 
 from sfubm_jax import io_utils
 from sfubm_jax.checkpoint import Checkpointer
-from sfubm_jax.data.split import left_truncate
+from sfubm_jax.errors import UserError
 from sfubm_jax.llm import prompts, stage2
 from sfubm_jax.llm.context import DomainContext, VariantParts, build_parts, load_context
 from sfubm_jax.progress import progress
@@ -39,21 +39,56 @@ DONE = "history.json"
 
 
 @functools.lru_cache(maxsize=8)
-def jitted_train_step(model: stage2.Stage2Model, lr: float):
+def jitted_train_step(model: stage2.Stage2Model, lr: float, keep: int):
   """One compiled step per model structure: variants with equal shapes share it."""
-  return jax.jit(stage2.make_train_step(model, optax.adam(lr)), donate_argnums=0)
+  return jax.jit(stage2.make_train_step(model, optax.adam(lr), keep), donate_argnums=0)
 
 
-def training_examples(ctx: DomainContext, num_negatives: int, seed: int) -> dict[str, np.ndarray]:
-  """history [U, L], target [U], candidates [U, C], target_pos [U] for training prompts."""
+TRAIN_TARGETS = ("last", "all")
+
+
+def training_pairs(hist: np.ndarray, targets: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(history [N, L] left-padded, target [N], user [N]) from train histories [U, L].
+
+  "last": one pair per user, the last train item as target (A-LLMRec). "all": every
+  position with at least one earlier item is a target (LLaRA-style prefixes), ordered by
+  user then position. A user whose train history has a single item gives no pair.
+  """
+  if targets not in TRAIN_TARGETS:
+    raise UserError(f"config.llm.train_targets={targets!r} is not one of {TRAIN_TARGETS}")
+  length = hist.shape[1]
+  ends = [length - 1] if targets == "last" else range(1, length)
+  rows, outs, users = [], [], []
+  for u in range(hist.shape[0]):
+    for j in ends:
+      if hist[u, j] > 0 and hist[u, j - 1] > 0:
+        row = np.zeros(length, hist.dtype)
+        row[length - j:] = hist[u, :j]
+        rows.append(row)
+        outs.append(hist[u, j])
+        users.append(u)
+  return (np.asarray(rows, hist.dtype).reshape(-1, length),
+          np.asarray(outs, hist.dtype), np.asarray(users, np.int64))
+
+
+def training_examples(ctx: DomainContext, num_negatives: int, seed: int,
+                      targets: str = "last") -> dict[str, np.ndarray]:
+  """history [N, L], target [N], candidates [N, C], target_pos [N] for training prompts.
+
+  Negatives are items the user never touched (in any split), drawn per example.
+  """
   hist, _ = ctx.split.history("train")
-  target = hist[:, -1].copy()
-  history = left_truncate(hist, None, 1)
+  history, target, users = training_pairs(hist, targets)
+  if not len(target):
+    raise UserError(f"domain {ctx.domain!r}: no user has two train items, so Stage 2 has "
+                    "no training example")
   rng = np.random.default_rng([seed, 7])
-  cands = np.stack([
-      ctx.sample_candidates(rng, int(t), set(ctx.split.seqs[u].tolist()), num_negatives)
-      for u, t in enumerate(target)
-  ])
+  touched = {}
+  cands = np.empty((len(target), num_negatives + 1), np.int32)
+  for k, (u, t) in enumerate(zip(users, target)):
+    if u not in touched:
+      touched[u] = set(ctx.split.seqs[u].tolist())
+    cands[k] = ctx.sample_candidates(rng, int(t), touched[u], num_negatives)
   return {"history": history, "target": target, "candidates": cands,
           "target_pos": np.argmax(cands == target[:, None], axis=1).astype(np.int32)}
 
@@ -109,7 +144,7 @@ def train_variant(config: ml_collections.ConfigDict, workdir: pathlib.Path,
     step, history["loss"] = int(meta["step"]), list(meta["loss"])
     logging.info("llm %s/%s: resumed at step %d/%d", ctx.domain, parts.variant.name, step,
                  total)
-  step_fn = jitted_train_step(parts.model, hp.lr)
+  step_fn = jitted_train_step(parts.model, hp.lr, stage2.answer_span(packed["loss_mask"]))
   shard = lambda x: jax.device_put(x, batch_sharding(mesh, x.ndim))
   pending = []  # device losses not yet fetched (no host sync per step)
   def save(s):
@@ -139,8 +174,6 @@ def train_variant(config: ml_collections.ConfigDict, workdir: pathlib.Path,
 
 
 def raise_batch(b: int, mesh) -> None:
-  from sfubm_jax.errors import UserError
-
   raise UserError(f"config.llm.batch_size={b} is not a multiple of the {batch_divisor(mesh)} "
                   "batch-parallel devices (config.mesh.shape); change one of them")
 
@@ -149,7 +182,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
   hp = config.llm
   for domain in [d for d in hp.domains if d]:
     ctx = load_context(config, workdir, domain)
-    ex = training_examples(ctx, config.data.num_negatives, hp.seed)
+    ex = training_examples(ctx, config.data.num_negatives, hp.seed, hp.train_targets)
     cache = {}
     for name in hp.variants:
       parts = build_parts(config, workdir, ctx, name)

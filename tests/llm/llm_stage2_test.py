@@ -110,6 +110,27 @@ def test_frozen_llm_has_no_optimizer_state_and_does_not_change(setup):
   assert all(v > 0 for v in jax.tree.leaves(moved))
 
 
+def test_answer_span_step_equals_full_logits_step(setup):
+  m, tr, fr, b = setup["model"], setup["trainable"], setup["frozen"], setup["builder"]
+  ans = [b.answer(4), b.answer(8), b.answer(9)]
+  _, batch = _batch(setup, [[1, 2], [3], [5, 6, 7]], [[4, 5], [8, 9], [9, 1]], answers=ans)
+  keep = stage2.answer_span(batch["loss_mask"])
+  # Left padding puts every answer at the end: the span is the longest answer + 1.
+  assert keep == max(len(a) for a in ans) + 1 < batch["loss_mask"].shape[1]
+  assert stage2.answer_span(np.zeros((2, 9))) == 1
+  tx = optax.adam(1e-2)
+  state = {"trainable": tr, "opt": tx.init(tr)}
+  full_state, full = jax.jit(stage2.make_train_step(m, tx))(state, fr, batch)
+  part_state, part = jax.jit(stage2.make_train_step(m, tx, keep))(state, fr, batch)
+  np.testing.assert_allclose(part["loss"], full["loss"], rtol=1e-6)
+  assert float(part["tokens"]) == float(full["tokens"]) == sum(len(a) for a in ans)
+  jax.tree.map(lambda a, c: np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-7),
+               part_state["trainable"], full_state["trainable"])
+  # Too short a span drops answer tokens: the loss then differs.
+  _, short = jax.jit(stage2.make_train_step(m, tx, keep - 2))(state, fr, batch)
+  assert float(short["tokens"]) < float(full["tokens"])
+
+
 def test_lora_and_full_split():
   cfg = opt.OPTConfig(vocab_size=V, hidden_size=D, num_hidden_layers=1, ffn_dim=32,
                       num_attention_heads=2, max_position_embeddings=64, lora_rank=2)
