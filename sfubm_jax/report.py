@@ -203,6 +203,10 @@ def llm_notes(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> str:
                  "to the paper's OPT-6.7B.")
   for k, (mode, note) in modes.items():
     lines.append(f"- `{k}`: train mode `{mode}`" + (f" ({note})" if note else ""))
+  targets = {"last": "one per user, the last train item", "all": "every train item after "
+             "the first, with its prefix as history"}.get(hp.train_targets, hp.train_targets)
+  lines.append(f"- Training prompts (`llm.train_targets={hp.train_targets}`): {targets}; "
+               f"{hp.epochs} epochs, batch {hp.batch_size}, Adam lr {hp.lr:g}.")
   lines.append(f"- Valid-answer rule: `{hp.valid_rule}`; likelihood ranking score: "
                f"`{hp.rank_reduce}` of answer-token log-probs.")
   return "\n".join(lines)

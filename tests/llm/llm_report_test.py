@@ -31,6 +31,7 @@ def test_report_tables_and_plots(tmp_path):
   assert "| food | 7 |" in text
   assert "trained from scratch" in text and "train mode `full`" in text
   assert "mlp_llm | not run" in text
+  assert "`llm.train_targets=last`): one per user" in text and "2 epochs, batch 16" in text
   for png in ("report_plots/llm_food.png", "report_plots/pretrain_food_sasrec.png"):
     assert f"]({png})" in text
     assert (w / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
