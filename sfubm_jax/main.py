@@ -13,7 +13,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from sfubm_jax import config_io, distributed, pipeline
+from sfubm_jax import config_check, config_io, distributed, pipeline
 from sfubm_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].")
@@ -35,6 +35,7 @@ def main(argv: list[str]) -> None:
       raise UserError("--workdir is required: the directory where the run writes")
     workdir = pathlib.Path(_WORKDIR.value).absolute()
     stages = pipeline.parse_stages(_STAGES.value)
+    config_check.check(config)
     config_io.bind_workdir(config, workdir)
     logging.info("workdir %s, stages %s", workdir, stages)
     pipeline.run(config, workdir, stages)

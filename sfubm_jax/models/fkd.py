@@ -44,6 +44,8 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 NETS = ("f_id", "f_t", "g_id", "g_t")
+TEACHERS = ("stop_gradient", "joint")  # L_KD's M' is a fixed target, or differentiated too
+REC_POSITIONS = ("all", "last")  # L_rec at every next-item position, or the last only
 
 # (frozen sasrec params, seqs [B, L] int32) -> H [B, L, d]
 Encoder = Callable[[Any, jax.Array], jax.Array]
@@ -205,7 +207,7 @@ def fkd_loss(
   elif hp.teacher == "joint":
     teacher = m_cf
   else:
-    raise ValueError(f"teacher must be 'stop_gradient' or 'joint', got {hp.teacher!r}")
+    raise ValueError(f"teacher must be one of {TEACHERS}, got {hp.teacher!r}")
   l_kd = masked_mean(jnp.sum((m - teacher) ** 2, -1), real)
 
   l_id = masked_mean(jnp.sum((apply_net(params, hp, "g_id", z_id) - h) ** 2, -1), real)
@@ -219,7 +221,7 @@ def fkd_loss(
   if hp.rec_positions == "last":
     rec_mask = rec_mask.at[:, :-1].set(False)
   elif hp.rec_positions != "all":
-    raise ValueError(f"rec_positions must be 'all' or 'last', got {hp.rec_positions!r}")
+    raise ValueError(f"rec_positions must be one of {REC_POSITIONS}, got {hp.rec_positions!r}")
   r = hp.encode(frozen["sasrec"], inputs)  # [B, L-1, d]
   emb = fused_item_embeddings(params, frozen, hp)  # [N+1, d]
   logits = jnp.einsum("bld,nd->bln", r, emb[1:])  # [B, L-1, N]: padding row excluded
