@@ -21,18 +21,21 @@ import time
 import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SHAPES = {
-    # configs/common.py _shrink_cpu: the :cpu variants' small OPT (trained from scratch).
-    "cpu": dict(vocab_size=4096, hidden_size=128, num_hidden_layers=2, ffn_dim=512,
-                num_attention_heads=4, max_position_embeddings=1024),
-    "opt-6.7b": dict(vocab_size=50272, hidden_size=4096, num_hidden_layers=32, ffn_dim=16384,
-                     num_attention_heads=32, max_position_embeddings=2048),
-}
+
+
+def _smoke():
+  """launch/gpu_smoke.py as a module: its OPT-6.7B shape and synthetic Stage 2 batch."""
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location("gpu_smoke", REPO / "launch" / "gpu_smoke.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def main(argv=None) -> dict:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--shape", choices=sorted(SHAPES), default="cpu")
+  ap.add_argument("--shape", choices=["cpu", "opt-6.7b"], default="cpu")
   ap.add_argument("--batch", type=int, default=16)
   ap.add_argument("--seq", type=int, default=384, help="prompt + answer tokens")
   ap.add_argument("--answer", type=int, default=9, help="answer tokens (8 title tokens + eos)")
@@ -48,9 +51,16 @@ def main(argv=None) -> dict:
   from sfubm_jax.models import opt
   from sfubm_jax.models.projector import SoftPrompts
 
+  smoke = _smoke()
+  shapes = {
+      # configs/common.py _shrink_cpu: the :cpu variants' small OPT (trained from scratch).
+      "cpu": dict(vocab_size=4096, hidden_size=128, num_hidden_layers=2, ffn_dim=512,
+                  num_attention_heads=4, max_position_embeddings=1024),
+      "opt-6.7b": smoke.OPT_6_7B,
+  }
   gpu = args.shape != "cpu"
   dtype = "bfloat16" if gpu else "float32"
-  cfg = opt.OPTConfig(**SHAPES[args.shape], dtype=dtype, param_dtype=dtype, dropout=0.0)
+  cfg = opt.OPTConfig(**shapes[args.shape], dtype=dtype, param_dtype=dtype, dropout=0.0)
   model = stage2.Stage2Model(opt.OPTForCausalLM(cfg), SoftPrompts(out_dim=cfg.hidden_size,
                                                                   hidden=128))
   llm_params = jax.jit(lambda k: model.llm.init(k, jnp.ones((1, 8), jnp.int32),
@@ -58,22 +68,11 @@ def main(argv=None) -> dict:
       jax.random.key(0))
   train_llm, frozen_llm = stage2.split_llm_params(llm_params, "frozen" if gpu else "full")
   rng = np.random.default_rng(0)
-  b, t, a, slots = args.batch, args.seq, args.answer, 29
-  ids = rng.integers(4, cfg.vocab_size, size=(b, t)).astype(np.int32)
-  loss_mask = np.zeros((b, t), np.float32)
-  loss_mask[:, t - a - 1 : t - 1] = 1.0
-  batch = {
-      "input_ids": ids, "attention_mask": np.ones((b, t), np.int32),
-      "item_pos": np.sort(rng.choice(np.arange(1, t - a - 2), (b, slots)), 1).astype(np.int32),
-      "item_ids": rng.integers(1, 1000, size=(b, slots)).astype(np.int32),
-      "user_pos": np.full((b,), t - a - 2, np.int32),
-      "user_vecs": rng.normal(size=(b, 50)).astype(np.float32),
-      "labels": np.concatenate([ids[:, 1:], ids[:, :1]], axis=1), "loss_mask": loss_mask,
-  }
+  batch = smoke.synthetic_batch(rng, args.batch, args.seq, 29, args.answer, cfg.vocab_size, 50)
   frozen = {"llm": frozen_llm,
             "items": jnp.asarray(rng.normal(size=(1001, 50)).astype(np.float32))}
   tx = optax.adam(1e-4)
-  keep = stage2.answer_span(loss_mask)
+  keep = stage2.answer_span(batch["loss_mask"])
 
   def timed(k):
     trainable = {"prompts": model.init_prompts(jax.random.key(1), 50, 50),
@@ -91,8 +90,8 @@ def main(argv=None) -> dict:
   loss_span, s_span = timed(keep)
   loss_all, s_all = timed(0)
   np.testing.assert_allclose(loss_span, loss_all, rtol=2e-2 if gpu else 1e-5)
-  out = {"device": jax.devices()[0].device_kind, "shape": args.shape, "batch": b, "seq": t,
-         "logits_kept": keep, "loss_first": loss_span,
+  out = {"device": jax.devices()[0].device_kind, "shape": args.shape, "batch": args.batch,
+         "seq": args.seq, "logits_kept": keep, "loss_first": loss_span,
          "answer_span_step_s": round(s_span, 4), "all_logits_step_s": round(s_all, 4),
          "speedup": round(s_all / s_span, 2)}
   print(json.dumps(out))

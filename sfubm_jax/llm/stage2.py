@@ -26,6 +26,7 @@ from flax import traverse_util
 from sfubm_jax.models.projector import SoftPrompts
 
 TRAIN_MODES = ("frozen", "lora", "full")
+RANK_REDUCE = ("sum", "mean")  # answer score: log-likelihood, or its per-token mean
 SEP = "/"
 
 
@@ -114,7 +115,7 @@ def sequence_scores(logits, labels, loss_mask, reduce: str = "sum") -> jax.Array
   if reduce == "mean":
     return lp / jnp.maximum(jnp.sum(loss_mask, axis=-1), 1.0)
   if reduce != "sum":
-    raise ValueError(f"rank reduce {reduce!r} not in ('sum', 'mean')")
+    raise ValueError(f"rank reduce {reduce!r} not in {RANK_REDUCE}")
   return lp
 
 
@@ -208,7 +209,7 @@ def make_rank_fn(model: Stage2Model, init_cache: Callable, reduce: str) -> Calla
     if reduce == "mean":
       return total / jnp.maximum(jnp.sum(answer_mask, axis=-1), 1.0)
     if reduce != "sum":
-      raise ValueError(f"rank reduce {reduce!r} not in ('sum', 'mean')")
+      raise ValueError(f"rank reduce {reduce!r} not in {RANK_REDUCE}")
     return total
 
   return rank
