@@ -183,8 +183,8 @@ def run_ours(a) -> dict:
   import jax.numpy as jnp
 
   from sfubm_jax.llm.decoding import make_greedy_generate
-  from sfubm_jax.models.opt import OPTConfig, OPTForCausalLM
-  from sfubm_jax.models.opt_checkpoint import init_opt
+  from sfubm_jax.models.causal_lm.opt.checkpoint import init_opt
+  from sfubm_jax.models.causal_lm.opt.model import OPTConfig, OPTForCausalLM
 
   results = {}
   device = jax.devices()[0]

@@ -48,7 +48,7 @@ def main(argv=None) -> dict:
   import optax
 
   from sfubm_jax.llm import stage2
-  from sfubm_jax.models import opt
+  from sfubm_jax.models.causal_lm.opt import model as opt
   from sfubm_jax.models.projector import SoftPrompts
 
   smoke = _smoke()

@@ -28,7 +28,8 @@ import optax  # noqa: E402
 
 from sfubm_jax import sharding  # noqa: E402
 from sfubm_jax.llm import stage2  # noqa: E402
-from sfubm_jax.models import opt, opt_checkpoint  # noqa: E402
+from sfubm_jax.models.causal_lm.opt import checkpoint as opt_checkpoint  # noqa: E402
+from sfubm_jax.models.causal_lm.opt import model as opt
 from sfubm_jax.models.projector import SoftPrompts  # noqa: E402
 
 OPT_6_7B = dict(vocab_size=50272, hidden_size=4096, num_hidden_layers=32, ffn_dim=16384,

@@ -3,7 +3,7 @@
 Mesh axes are ("data", "fsdp", "tensor"); the shape comes from config, where one entry
 may be -1 (it takes the remaining devices). Batches are sharded over ("data", "fsdp")
 on their leading dimension; model-specific partition rules live beside each model
-(see `sfubm_jax.models.opt_sharding`).
+(by logical axes, see `sfubm_jax.models.causal_lm.logical`).
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ def load_tokenizer(config: ml_collections.ConfigDict, workdir: pathlib.Path):
 
 def load_llm(config: ml_collections.ConfigDict, tokenizer, mesh) -> tuple[Any, Any, str]:
   """(OPTConfig, variables, train mode) of the Stage 2 LLM."""
-  from sfubm_jax.models import opt, opt_checkpoint
+  from sfubm_jax.models.causal_lm.opt import checkpoint as opt_checkpoint
+  from sfubm_jax.models.causal_lm.opt import model as opt
 
   hp = config.llm
   run = dict(dtype=hp.dtype, param_dtype=hp.param_dtype, remat=hp.remat,
@@ -162,7 +163,7 @@ class VariantParts:
 def build_parts(config: ml_collections.ConfigDict, workdir: pathlib.Path, ctx: DomainContext,
                 name: str) -> VariantParts:
   """Model and fresh train state of variant `name` (P_u/P_i init from the llm seed)."""
-  from sfubm_jax.models.opt import OPTForCausalLM
+  from sfubm_jax.models.causal_lm.opt.model import OPTForCausalLM
   from sfubm_jax.training import export
 
   hp = config.llm

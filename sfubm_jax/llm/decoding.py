@@ -5,6 +5,8 @@ left-padded attention mask. One prefill call fills the cache; a `lax.while_loop`
 feeds one token per step and stops early once every row has produced a stop token. The
 whole loop is one jitted function, traced once per input shape, never per step.
 
+Works for every backbone (causal_lm/backbone.py: OPT, Llama family).
+
 Output: tokens [B, max_new_tokens] int32 where the stop token and everything after it is
 the pad id, so a row decodes to its answer by dropping pads. Greedy output is
 token-identical to `transformers` `generate(do_sample=False)` on the same weights.
@@ -15,10 +17,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sfubm_jax.models.opt import OPTForCausalLM, init_cache
+from sfubm_jax.models.causal_lm.backbone import init_cache
 
 Picker = Callable[[jax.Array, jax.Array], jax.Array]  # (logits [B, V], key) -> tokens [B]
 
@@ -39,7 +42,7 @@ def _sampler(temperature: float, top_k: int) -> Picker:
   return pick
 
 
-def _generate(model: OPTForCausalLM, params, inputs_embeds, attention_mask, key, *,
+def _generate(model: nn.Module, params, inputs_embeds, attention_mask, key, *,
               max_new_tokens: int, stop_ids: tuple[int, ...], pad_id: int, pick: Picker):
   # inputs_embeds [B, T, Dw]; attention_mask [B, T] (left padded).
   b, t = attention_mask.shape
@@ -74,7 +77,7 @@ def _generate(model: OPTForCausalLM, params, inputs_embeds, attention_mask, key,
   return jax.lax.while_loop(cond, body, state)[3]
 
 
-def make_greedy_generate(model: OPTForCausalLM, *, max_new_tokens: int,
+def make_greedy_generate(model: nn.Module, *, max_new_tokens: int,
                          eos_token_ids: Sequence[int], pad_token_id: int | None = None):
   """Jitted fn(params, inputs_embeds [B,T,Dw], attention_mask [B,T]) -> tokens [B, N] int32."""
   pad = model.config.pad_token_id if pad_token_id is None else pad_token_id
@@ -84,7 +87,7 @@ def make_greedy_generate(model: OPTForCausalLM, *, max_new_tokens: int,
   return jax.jit(lambda params, embeds, mask: run(params, embeds, mask, jax.random.key(0)))
 
 
-def make_sample_generate(model: OPTForCausalLM, *, max_new_tokens: int,
+def make_sample_generate(model: nn.Module, *, max_new_tokens: int,
                          eos_token_ids: Sequence[int], temperature: float = 1.0,
                          top_k: int = 0, pad_token_id: int | None = None):
   """Jitted fn(params, inputs_embeds, attention_mask, key) -> tokens [B, N]: sampling."""
@@ -96,18 +99,18 @@ def make_sample_generate(model: OPTForCausalLM, *, max_new_tokens: int,
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_ids_generate(model: OPTForCausalLM, max_new_tokens: int, stop_ids: tuple[int, ...]):
+def _cached_ids_generate(model: nn.Module, max_new_tokens: int, stop_ids: tuple[int, ...]):
   greedy = make_greedy_generate(model, max_new_tokens=max_new_tokens, eos_token_ids=stop_ids)
 
   @jax.jit
   def run(params, input_ids, attention_mask):
-    embeds = model.apply(params, input_ids, method=OPTForCausalLM.embed_tokens)  # [B, T, Dw]
+    embeds = model.apply(params, input_ids, method="embed_tokens")  # [B, T, Dw]
     return greedy(params, embeds, attention_mask)
 
   return run
 
 
-def generate_from_ids(model: OPTForCausalLM, params, input_ids, attention_mask, *,
+def generate_from_ids(model: nn.Module, params, input_ids, attention_mask, *,
                       max_new_tokens: int, eos_token_ids: Sequence[int]) -> jax.Array:
   """Greedy generation from token ids [B, T] (left padded); tokens [B, max_new_tokens]."""
   run = _cached_ids_generate(model, max_new_tokens, tuple(int(e) for e in eos_token_ids))

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from sfubm_jax.llm.decoding import (
-    _cached_ids_generate,
-    generate_from_ids,
-    make_greedy_generate,
-    make_sample_generate,
+  _cached_ids_generate,
+  generate_from_ids,
+  make_greedy_generate,
+  make_sample_generate,
 )
-from sfubm_jax.models.opt import OPTForCausalLM
-from sfubm_jax.models.opt_checkpoint import load_opt
+from sfubm_jax.models.causal_lm.opt.checkpoint import load_opt
+from sfubm_jax.models.causal_lm.opt.model import OPTForCausalLM
 from tests.models import opt_hf_reference as ref
 
 LENGTHS = [7, 3, 10, 5]

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from sfubm_jax.llm import prompts, stage2
-from sfubm_jax.models import opt
+from sfubm_jax.models.causal_lm.opt import model as opt
 from sfubm_jax.models.projector import SoftPrompts
 
 V, D, DU, DI = 64, 16, 5, 7

@@ -11,8 +11,8 @@ import safetensors.torch
 import torch
 
 from sfubm_jax.errors import UserError
-from sfubm_jax.models.opt import OPTForCausalLM
-from sfubm_jax.models.opt_checkpoint import init_opt, load_opt, read_config, save_opt
+from sfubm_jax.models.causal_lm.opt.checkpoint import init_opt, load_opt, read_config, save_opt
+from sfubm_jax.models.causal_lm.opt.model import OPTForCausalLM
 from tests.models import opt_hf_reference as ref
 
 LENGTHS = [6, 2, 9, 4]

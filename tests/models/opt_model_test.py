@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sfubm_jax.models.lora import lora_mask
-from sfubm_jax.models.opt import OPTConfig, OPTForCausalLM, count_params, init_cache
-from sfubm_jax.models.opt_checkpoint import abstract_params, init_opt, load_opt
+from sfubm_jax.models.causal_lm.lora import lora_mask
+from sfubm_jax.models.causal_lm.opt.checkpoint import abstract_params, init_opt, load_opt
+from sfubm_jax.models.causal_lm.opt.model import OPTConfig, OPTForCausalLM, count_params, init_cache
 from tests.models import opt_hf_reference as ref
 
 LENGTHS = [7, 3, 10, 1]  # left padded to 10

@@ -7,9 +7,9 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from sfubm_jax.llm.decoding import make_greedy_generate
-from sfubm_jax.models.opt import OPTForCausalLM
-from sfubm_jax.models.opt_checkpoint import init_opt, load_opt, save_opt
-from sfubm_jax.models.opt_sharding import param_shardings, partition_spec
+from sfubm_jax.models.causal_lm.logical import param_shardings, partition_spec
+from sfubm_jax.models.causal_lm.opt.checkpoint import init_opt, load_opt, save_opt
+from sfubm_jax.models.causal_lm.opt.model import PARAM_AXES, OPTForCausalLM
 from sfubm_jax.sharding import batch_sharding, make_mesh
 from tests.models import opt_hf_reference as ref
 
@@ -79,12 +79,12 @@ def test_sharded_init_equals_unsharded_init_and_saves(folder, tmp_path):
 def test_rules_skip_axes_that_do_not_divide():
   mesh = make_mesh((1, 2, 4))
   # OPT vocab 50265 (odd) cannot be split over tensor; 2050 position rows stay whole.
-  assert partition_spec("params/decoder/embed_tokens/embedding", (50265, 768), mesh) == P(
-      None, "fsdp")
-  assert partition_spec("params/decoder/embed_positions/embedding", (2050, 768), mesh) == P()
-  assert partition_spec("params/decoder/layers_3/fc2/kernel", (3072, 768), mesh) == P(
-      "tensor", "fsdp")
-  assert partition_spec("params/decoder/layers_3/self_attn/q_proj/lora_b", (4, 768), mesh) == P(
-      None, "tensor")
+  spec = lambda name, shape: partition_spec(name, shape, mesh, PARAM_AXES,
+                                            head_counts={"heads": 12})
+  assert spec("params/decoder/embed_tokens/embedding", (50265, 768)) == P(None, "fsdp")
+  assert spec("params/decoder/embed_positions/embedding", (2050, 768)) == P()
+  assert spec("params/decoder/layers_3/fc2/kernel", (3072, 768)) == P("tensor", "fsdp")
+  assert spec("params/decoder/layers_3/self_attn/q_proj/lora_b", (4, 768)) == P(None, "tensor")
   shapes = {"params": {"final_layer_norm": {"scale": jax.ShapeDtypeStruct((768,), jnp.float32)}}}
-  assert param_shardings(shapes, mesh)["params"]["final_layer_norm"]["scale"].spec == P()
+  assert param_shardings(shapes, mesh, PARAM_AXES)["params"]["final_layer_norm"][
+      "scale"].spec == P()

@@ -7,7 +7,7 @@ Hugging Face: learned positions offset by 2 and computed from the attention mask
 softmax in float32, LayerNorm eps 1e-5, ReLU feed-forward, lm_head tied to the token
 embedding. The compute dtype (bf16 on GPU) is separate from the parameter dtype.
 
-Parameter tree (mirrors the HF names, see `opt_checkpoint.py`):
+Parameter tree (mirrors the HF names, see `checkpoint.py`):
   decoder/{embed_tokens, embed_positions, project_in?, project_out?, final_layer_norm?,
            layers_<i>/{self_attn/{q,k,v,out}_proj, self_attn_layer_norm, fc1, fc2,
                        final_layer_norm}}
@@ -27,12 +27,26 @@ import jax
 import jax.numpy as jnp
 
 from sfubm_jax.errors import UserError
-from sfubm_jax.models.lora import LoRADense
+from sfubm_jax.models.causal_lm.attention import positions_from_mask
+from sfubm_jax.models.causal_lm.lora import LoRADense
 
 POSITION_OFFSET = 2  # OPT's learned positions start at row 2 (fairseq padding legacy).
 LN_EPS = 1e-5
 _ACTIVATIONS = {"relu": jax.nn.relu, "gelu": lambda x: jax.nn.gelu(x, approximate=False)}
 _ATTENTION_IMPLS = ("xla", "cudnn")
+
+# Logical axes of each parameter (regex on its path; see causal_lm/logical.py).
+PARAM_AXES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
+    (r"embed_tokens/embedding$", ("vocab", "embed")),
+    (r"(q_proj|k_proj|v_proj)/kernel$", ("embed", "heads")),
+    (r"(q_proj|k_proj|v_proj)/bias$", ("heads",)),
+    (r"fc1/kernel$", ("embed", "mlp")),
+    (r"fc1/bias$", ("mlp",)),
+    (r"out_proj/kernel$", ("heads", "embed")),
+    (r"fc2/kernel$", ("mlp", "embed")),
+    (r"lora_a$", ("embed", None)),
+    (r"lora_b$", (None, "heads")),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +102,11 @@ class OPTConfig:
     return self.hidden_size // self.num_attention_heads
 
   @property
+  def embed_dim(self) -> int:
+    """Width of `inputs_embeds` (the backbone interface; word_embed_proj_dim for OPT)."""
+    return self.word_embed_proj_dim
+
+  @property
   def has_final_layer_norm(self) -> bool:
     return self.do_layer_norm_before and not self.remove_final_layer_norm
 
@@ -132,12 +151,6 @@ def init_cache(config: OPTConfig, batch_size: int, max_len: int) -> dict[str, An
   zeros = lambda: jnp.zeros(shape, config.dtype)
   layers = tuple({"k": zeros(), "v": zeros()} for _ in range(config.num_hidden_layers))
   return {"index": jnp.zeros((), jnp.int32), "layers": layers}
-
-
-def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
-  """HF's position ids: 0, 1, ... over real tokens, −1 on padding. [B, S] -> [B, S]."""
-  mask = attention_mask.astype(jnp.int32)
-  return jnp.cumsum(mask, axis=1) * mask - 1
 
 
 def _dense(config: OPTConfig, features: int, name: str, *, use_bias=None, lora=False):

@@ -1,0 +1,37 @@
+"""Attention pieces every causal-LM family shares: positions, masks, the KV-cache write.
+
+The conventions of the backbone interface: `attention_mask` is [B, T] without a cache
+(1 = real token, left padding allowed) and [B, S] over all S cache slots with one (1 = a
+real token is or will be there); new tokens are written at slots index .. index+T−1.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
+  """HF's position ids: 0, 1, ... over real tokens, −1 on padding. [B, S] -> [B, S]."""
+  mask = attention_mask.astype(jnp.int32)
+  return jnp.cumsum(mask, axis=1) * mask - 1
+
+
+def causal_inputs(attention_mask, cache_index, t: int, position_ids=None):
+  """(allowed [B, 1, T, S] bool, positions [B, T]) for T new tokens at `cache_index`."""
+  key_ok = attention_mask.astype(bool)[:, None, None, :]  # [B, 1, 1, S]
+  start = 0 if cache_index is None else cache_index
+  q_pos = start + jnp.arange(t)  # [T] slots of the new tokens
+  k_pos = jnp.arange(attention_mask.shape[1])  # [S]
+  allowed = key_ok & (k_pos[None, :] <= q_pos[:, None])[None, None]  # [B, 1, T, S]
+  if position_ids is None:
+    position_ids = jax.lax.dynamic_slice_in_dim(positions_from_mask(attention_mask), start, t,
+                                                axis=1)  # [B, T]
+  return allowed, position_ids
+
+
+def write_cache(layer_cache: dict, k: jax.Array, v: jax.Array, index) -> dict:
+  """The layer cache {"k", "v"} [B, S, K, Dh] with k, v [B, T, K, Dh] written at `index`."""
+  dtype = layer_cache["k"].dtype
+  return {"k": jax.lax.dynamic_update_slice(layer_cache["k"], k.astype(dtype), (0, index, 0, 0)),
+          "v": jax.lax.dynamic_update_slice(layer_cache["v"], v.astype(dtype), (0, index, 0, 0))}
