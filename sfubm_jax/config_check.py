@@ -21,6 +21,7 @@ def choices() -> dict[str, tuple[str, ...]]:
   from sfubm_jax.llm.variants import VARIANTS
   from sfubm_jax.metrics import METRICS
   from sfubm_jax.models import fkd, projector
+  from sfubm_jax.models.causal_lm.backbone import FAMILIES
 
   return {
       "privacy.replace_with": REPLACE_WITH,
@@ -33,6 +34,7 @@ def choices() -> dict[str, tuple[str, ...]]:
       "llm.user_activation": tuple(projector.ACTIVATIONS),
       "llm.item_activation": tuple(projector.ACTIVATIONS),
       "llm.train_targets": TRAIN_TARGETS,
+      "llm.family": FAMILIES,
       "llm.valid_rule": RULES,
       "llm.rank_reduce": RANK_REDUCE,
       "llm.variants[]": tuple(VARIANTS),

@@ -194,10 +194,11 @@ def llm_notes(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> str:
     modes[f"{path.parent.parent.name}/{path.parent.name}"] = (h.get("train_mode"), h.get("note"))
   lines = []
   if hp.checkpoint:
-    lines.append(f"- LLM: OPT from `{hp.checkpoint}`.")
+    lines.append(f"- LLM: pretrained `{hp.checkpoint}`.")
   else:
-    s = hp.small
-    lines.append(f"- LLM: **no pretrained checkpoint**: a small random OPT ({s.num_hidden_layers}"
+    s = hp.small if hp.get("family", "opt") == "opt" else hp.small_llama
+    lines.append(f"- LLM: **no pretrained checkpoint**: a small random {hp.get('family', 'opt')}"
+                 f" ({s.num_hidden_layers}"
                  f" layers, hidden {s.hidden_size}) trained from scratch **together with** the "
                  "projectors on this dataset (train mode `full`): numbers are not comparable "
                  "to the paper's OPT-6.7B.")

@@ -1,9 +1,10 @@
 """What the Stage 2 train and eval stages share: tokenizer, LLM, prompts, variant parts.
 
 `load_context` builds, for one domain, the tokenizer (the checkpoint's, or a BPE trained
-on the run's titles and cached in `DIR/llm/tokenizer`), the OPT (a Hugging Face folder
-from `config.llm.checkpoint`, or the random small OPT of `config.llm.small`, built from a
-fixed seed so train and eval see the same weights), the mesh and the truncated title
+on the run's titles and cached in `DIR/llm/tokenizer`), the LLM through the backbone
+interface (`config.llm.checkpoint`: a Hugging Face folder of either family, a GGUF file or
+a shipped name; or the random small model of `config.llm.family`, built from a fixed seed
+so train and eval see the same weights), the mesh and the truncated title
 tokens. `build_parts` gives one variant its model, initial train state and frozen inputs.
 """
 
@@ -23,6 +24,7 @@ from jax.sharding import NamedSharding
 from sfubm_jax.data.split import DomainSplit, load_split
 from sfubm_jax.errors import UserError
 from sfubm_jax.llm import prompts, stage2, variants
+from sfubm_jax.models.causal_lm import backbone
 from sfubm_jax.models.projector import SoftPrompts
 from sfubm_jax.sharding import make_mesh, replicated
 
@@ -39,33 +41,36 @@ def tokenizer_texts(config: ml_collections.ConfigDict, workdir: pathlib.Path) ->
 def load_tokenizer(config: ml_collections.ConfigDict, workdir: pathlib.Path):
   from sfubm_jax.llm.tokenizer import load_or_train_tokenizer
 
-  texts = [] if config.llm.checkpoint else tokenizer_texts(config, workdir)
-  return load_or_train_tokenizer(config.llm.checkpoint or None, texts,
+  if config.llm.checkpoint:  # the checkpoint's own (a GGUF's: built from its vocabulary)
+    folder = backbone.resolve_checkpoint(config.llm.checkpoint)
+    return load_or_train_tokenizer(folder, [], 0, workdir / "llm" / "tokenizer")
+  return load_or_train_tokenizer(None, tokenizer_texts(config, workdir),
                                  config.llm.tokenizer_vocab_size, workdir / "llm" / "tokenizer")
 
 
 def load_llm(config: ml_collections.ConfigDict, tokenizer, mesh) -> tuple[Any, Any, str]:
-  """(OPTConfig, variables, train mode) of the Stage 2 LLM."""
-  from sfubm_jax.models.causal_lm.opt import checkpoint as opt_checkpoint
-  from sfubm_jax.models.causal_lm.opt import model as opt
+  """(backbone config, variables, train mode) of the Stage 2 LLM, in their shardings."""
+  from sfubm_jax.models.causal_lm import logical
 
   hp = config.llm
+  rules = logical.rules_from_config(config.mesh.logical_axes)
   run = dict(dtype=hp.dtype, param_dtype=hp.param_dtype, remat=hp.remat,
              lora_rank=hp.lora_rank, lora_alpha=hp.lora_alpha)
   if hp.checkpoint:
-    cfg, params = opt_checkpoint.load_opt(
-        hp.checkpoint, mesh=mesh, dtype=hp.dtype, param_dtype=hp.param_dtype, remat=hp.remat,
-        lora_rank=hp.lora_rank, lora_alpha=hp.lora_alpha)
+    cfg, params = backbone.load(hp.checkpoint, mesh=mesh, rules=rules, **run)
     mode = "full" if hp.train_llm else ("lora" if hp.lora_rank > 0 else "frozen")
     return cfg, params, mode
-  small = dict(hp.small)
+  small = dict(hp.small if hp.family == "opt" else hp.small_llama)
   if len(tokenizer) > small["vocab_size"]:
-    raise UserError(f"tokenizer has {len(tokenizer)} tokens > config.llm.small.vocab_size="
+    field = "small" if hp.family == "opt" else "small_llama"
+    raise UserError(f"tokenizer has {len(tokenizer)} tokens > config.llm.{field}.vocab_size="
                     f"{small['vocab_size']}; raise it or lower config.llm.tokenizer_vocab_size")
-  cfg = opt.OPTConfig(**small, pad_token_id=tokenizer.pad_token_id,
-                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                      dropout=0.0, **run)
-  params = opt_checkpoint.init_opt(cfg, jax.random.key(hp.seed), mesh=mesh)
+  if hp.family == "opt":
+    run["dropout"] = 0.0
+  cfg = backbone.config_class(hp.family)(
+      **small, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+      eos_token_id=tokenizer.eos_token_id, **run)
+  params = backbone.init_random(cfg, jax.random.key(hp.seed), mesh=mesh, rules=rules)
   return cfg, params, "full"  # random weights: the LLM trains with the projectors
 
 
@@ -163,12 +168,11 @@ class VariantParts:
 def build_parts(config: ml_collections.ConfigDict, workdir: pathlib.Path, ctx: DomainContext,
                 name: str) -> VariantParts:
   """Model and fresh train state of variant `name` (P_u/P_i init from the llm seed)."""
-  from sfubm_jax.models.causal_lm.opt.model import OPTForCausalLM
   from sfubm_jax.training import export
 
   hp = config.llm
   variant = variants.get_variant(name)
-  width = ctx.llm_config.word_embed_proj_dim
+  width = ctx.llm_config.embed_dim
   rep = replicated(ctx.mesh)
   if variant.soft_prompts:
     items = export.load_item_embeddings(workdir, ctx.domain, variant.item_source)  # [N+1, d]
@@ -183,7 +187,7 @@ def build_parts(config: ml_collections.ConfigDict, workdir: pathlib.Path, ctx: D
                                  item_activation=hp.item_activation)
   else:
     items, user_dim, prompts_module = np.zeros((1, 1), np.float32), 1, None
-  model = stage2.Stage2Model(OPTForCausalLM(ctx.llm_config), prompts_module)
+  model = stage2.Stage2Model(backbone.build(ctx.llm_config), prompts_module)
   prompt_params = model.init_prompts(jax.random.fold_in(jax.random.key(hp.seed), 1), user_dim,
                                      items.shape[1])
   train_llm, frozen_llm = stage2.split_llm_params(ctx.llm_params, ctx.train_mode)

@@ -52,7 +52,7 @@ def jitted_eval_fns(model: stage2.Stage2Model, max_new_tokens: int, eos_id: int,
                     reduce: str):
   """(embed, greedy generate, rank), compiled once per model structure."""
   from sfubm_jax.llm.decoding import make_greedy_generate
-  from sfubm_jax.models.causal_lm.opt.model import init_cache
+  from sfubm_jax.models.causal_lm.backbone import init_cache
 
   embed = jax.jit(model.embed)
   generate = make_greedy_generate(model.llm, max_new_tokens=max_new_tokens,

@@ -65,9 +65,9 @@ def splice(
 
 @dataclasses.dataclass(frozen=True)
 class Stage2Model:
-  """The frozen-or-trained OPT plus (optionally) the soft-prompt projectors."""
+  """The frozen-or-trained LLM backbone plus (optionally) the soft-prompt projectors."""
 
-  llm: nn.Module  # OPTForCausalLM
+  llm: nn.Module  # a backbone (causal_lm/backbone.py): OPT or Llama family
   prompts: SoftPrompts | None  # None: no soft prompts (llm_only)
 
   def init_prompts(self, key: jax.Array, user_dim: int, item_dim: int) -> Any:

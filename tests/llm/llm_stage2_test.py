@@ -1,4 +1,5 @@
-"""Stage 2 numerics on a tiny random OPT: splicing, answer-only loss, frozen LLM, ranking."""
+"""Stage 2 numerics on tiny random LLMs of both backbone families (OPT, Llama): splicing,
+answer-only loss, frozen LLM, ranking."""
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +8,8 @@ import optax
 import pytest
 
 from sfubm_jax.llm import prompts, stage2
+from sfubm_jax.models.causal_lm import backbone
+from sfubm_jax.models.causal_lm.llama import model as llama
 from sfubm_jax.models.causal_lm.opt import model as opt
 from sfubm_jax.models.projector import SoftPrompts
 
@@ -14,12 +17,20 @@ V, D, DU, DI = 64, 16, 5, 7
 SLOT, BOS, EOS, PAD = 1, 2, 2, 1
 
 
-@pytest.fixture(scope="module")
-def setup():
-  cfg = opt.OPTConfig(vocab_size=V, hidden_size=D, num_hidden_layers=2, ffn_dim=32,
-                      num_attention_heads=2, max_position_embeddings=128, dropout=0.0,
-                      pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS)
-  llm = opt.OPTForCausalLM(cfg)
+def _llm_config(family):
+  ids = dict(pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS)
+  if family == "opt":
+    return opt.OPTConfig(vocab_size=V, hidden_size=D, num_hidden_layers=2, ffn_dim=32,
+                         num_attention_heads=2, max_position_embeddings=128, dropout=0.0, **ids)
+  return llama.LlamaConfig(vocab_size=V, hidden_size=D, num_hidden_layers=2,
+                           intermediate_size=32, num_attention_heads=4, num_key_value_heads=2,
+                           max_position_embeddings=128, tie_word_embeddings=True, **ids)
+
+
+@pytest.fixture(scope="module", params=backbone.FAMILIES)
+def setup(request):
+  cfg = _llm_config(request.param)
+  llm = backbone.build(cfg)
   llm_params = llm.init(jax.random.key(0), jnp.ones((1, 4), jnp.int32),
                         attention_mask=jnp.ones((1, 4), jnp.int32))
   model = stage2.Stage2Model(llm, SoftPrompts(out_dim=D, hidden=8))
@@ -155,7 +166,7 @@ def test_cached_ranking_equals_brute_force(setup):
   for i, row in enumerate(answers):
     for k, a in enumerate(row):
       ans[i, k, : len(a)], ans_mask[i, k, : len(a)] = a, 1
-  init = lambda bs, n: opt.init_cache(setup["cfg"], bs, n)
+  init = lambda bs, n: backbone.init_cache(setup["cfg"], bs, n)
   fast = np.asarray(stage2.make_rank_fn(m, init, "sum")(tr, fr, batch, ans, ans_mask))
   fast_mean = np.asarray(stage2.make_rank_fn(m, init, "mean")(tr, fr, batch, ans, ans_mask))
   np.testing.assert_allclose(fast_mean, fast / ans_mask.sum(-1), rtol=1e-6)
