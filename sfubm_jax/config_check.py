@@ -87,20 +87,25 @@ def value_problems(config: ml_collections.ConfigDict) -> list[str]:
   return bad
 
 
+def check_num_clusters(config: ml_collections.ConfigDict, items: dict[str, int],
+                       where: str = "") -> None:
+  """Raises UserError when K exceeds the items of `config.domains` ({domain: count})."""
+  total = sum(int(items[d]) for d in config.domains if d in items)
+  if total and config.server.num_clusters > total:
+    raise UserError(f"config.server.num_clusters: {config.server.num_clusters} is more than "
+                    f"the {total} items of {list(config.domains)}{where}; choose K ≤ {total}")
+
+
 def check_against_data(config: ml_collections.ConfigDict, workdir) -> None:
-  """Raises UserError when K exceeds the items the data stage kept (needs data/stats.json)."""
+  """`check_num_clusters` against a finished data stage (DIR/data/stats.json), if any."""
   import pathlib
 
   from sfubm_jax import io_utils
 
   path = pathlib.Path(workdir) / "data" / "stats.json"
-  if not path.exists():
-    return
-  table = io_utils.read_json(path)
-  items = sum(int(table[d]["items"]) for d in config.domains if d in table)
-  if items and config.server.num_clusters > items:
-    raise UserError(f"config.server.num_clusters: {config.server.num_clusters} is more than "
-                    f"the {items} items of {list(config.domains)} ({path}); choose K ≤ {items}")
+  if path.exists():
+    table = io_utils.read_json(path)
+    check_num_clusters(config, {d: row["items"] for d, row in table.items()}, f" ({path})")
 
 
 def check(config: ml_collections.ConfigDict) -> None:

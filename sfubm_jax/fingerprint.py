@@ -94,10 +94,10 @@ def plan(stages: Sequence[str], new_config: Mapping[str, Any],
     else:
       changed = changes(record, reads(stage, new_config))
       hard = [p for p in changed if not _under(p, ADDITIVE.get(stage, ()))]
-      if hard:
-        step = Step(stage, "redo", "changed " + describe(hard, record, new_config))
-      elif rebuilt is not None:
+      if rebuilt is not None:
         step = Step(stage, "redo", f"its input from {rebuilt} is rebuilt")
+      elif hard:
+        step = Step(stage, "redo", "changed " + describe(hard, record, new_config))
       elif changed:
         step = Step(stage, "keep", "changed " + describe(changed, record, new_config))
       elif added is not None:

@@ -103,8 +103,11 @@ def saved_fingerprints(workdir: pathlib.Path) -> dict[str, dict | None]:
 def make_plan(config: ml_collections.ConfigDict, workdir: pathlib.Path,
               stages: Sequence[str]) -> list[fingerprint.Step]:
   """The plan for the selected `stages`; an unselected stage that must rerun first is an error."""
-  steps = fingerprint.plan(list(STAGES), config_io.to_dict(config), saved_fingerprints(workdir))
-  last = max((list(STAGES).index(s) for s in stages), default=-1)
+  saved = saved_fingerprints(workdir)
+  # Stages neither selected nor finished (`--stages=data,llm,eval`) take no part.
+  considered = [s for s in STAGES if s in stages or saved[s] is not None]
+  steps = fingerprint.plan(considered, config_io.to_dict(config), saved)
+  last = max((considered.index(s) for s in stages), default=-1)
   for i, step in enumerate(steps):
     if step.stage not in stages and step.action in ("keep", "redo") and i < last:
       raise UserError(f"stage {step.stage} must rerun first ({step.reason}); add it to "
