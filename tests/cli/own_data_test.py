@@ -12,7 +12,7 @@ import pathlib
 from cli_errors_test import run_main
 from conftest import load_config
 
-from sfubm_jax import config_check, report
+from sfubm_jax import cli, config_check, report
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 OWN = ["--config=configs/pair.py:arts,office,tiny",
@@ -64,3 +64,14 @@ def test_readme_example_reads_the_shipped_files_under_new_names(tmp_path):
   assert saved["llm"]["item_noun"] == {"arts": "art supplies", "office": "items"}
   items = json.loads((own / "data" / "arts" / "items.json").read_text())
   assert any(str(x).startswith("arts:") for x in json.dumps(items).split('"'))
+
+
+def test_a_user_config_file_outside_the_repo_imports_configs_common(tmp_path, monkeypatch):
+  path = tmp_path / "mine.py"
+  path.write_text("from configs import common\n\n\ndef get_config(arg=None):\n"
+                  "  config = common.from_arg(arg, default_domains=('arts', 'office'))\n"
+                  "  config.data.sources.arts.path = '/data/arts'\n  return config\n")
+  monkeypatch.chdir(tmp_path)
+  c = cli.load_config_file(f"{path}:cpu")
+  assert c.domains == ("arts", "office") and c.variant == "cpu"
+  assert c.data.sources.arts.path == "/data/arts"
