@@ -52,4 +52,6 @@ def test_valid_rule_change_reruns_eval_only(tmp_path):
   assert json.loads((workdir / "config.json").read_text())["llm"]["valid_rule"] == "contains"
 
   third = _run(workdir, "--config.llm.valid_rule=contains", "--config.runtime.checkpoint_every=7")
-  assert "rerun" not in third and "redo" not in third, third  # runtime fields rerun nothing
+  plan_lines = [x for x in third.splitlines() if x.split(":")[0] in ("data", "llm", "eval")]
+  assert plan_lines == [], third  # runtime fields rerun nothing
+  assert third.count("finished earlier, skipped") == 3, third
