@@ -37,6 +37,10 @@ def test_valid_rule_change_reruns_eval_only(tmp_path):
   marker = json.loads((workdir / "eval" / "COMPLETE").read_text())
   assert marker["reads"]["llm.valid_rule"] == "exact"
   results_before = (workdir / "results.json").stat().st_mtime_ns
+  report = (workdir / "report.md").read_text().split("\n\n")
+  assert report[1].startswith("![Hit@1 per method on food beside the paper's Table 2]")
+  assert (workdir / "report_plots" / "hit1.png").exists()
+  assert "llm_only,food,hit@1," in (workdir / "results.csv").read_text()
 
   again = _run(workdir, "--config.llm.valid_rule=contains")
   lines = again.splitlines()
