@@ -140,6 +140,17 @@ def _server(pair: dict) -> ml_collections.ConfigDict:
   return c
 
 
+def _federation() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # How uploads and replies travel (SPEC §0): "file" (one process, message files; the
+  # default) or "flower" (a local Flower deployment: SuperLink + one SuperNode per
+  # client; pip install -e ".[flower]"). The messages are the same; so are the centroids.
+  c.transport = "file"
+  # Seconds the Flower round may take at most (start-up included).
+  c.timeout_s = 600.0
+  return c
+
+
 def _sasrec() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   # d: item/hidden dimension (paper §4.5).
@@ -356,6 +367,7 @@ def get_config(pair: str | None = None, variant: str | None = None,
   c.text_encoder = _text_encoder()
   c.privacy = _privacy(p)
   c.server = _server(p)
+  c.federation = _federation()
   c.sasrec = _sasrec()
   c.gru4rec = _gru4rec()
   c.fkd = _fkd()

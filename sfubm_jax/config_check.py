@@ -26,6 +26,7 @@ def choices() -> dict[str, tuple[str, ...]]:
   from sfubm_jax.models import fkd, projector
 
   return {
+      "federation.transport": ("file", "flower"),
       "privacy.replace_with": REPLACE_WITH,
       "fkd.activation": tuple(fkd.ACTIVATIONS),
       "fkd.teacher": fkd.TEACHERS,
