@@ -4,17 +4,8 @@
   python -m sfubm_jax.main --config=configs/books_movielens.py:cpu --workdir=runs/cpu
 """
 
-import importlib.util
-import pathlib
-
-
-def _common():
-  path = pathlib.Path(__file__).with_name("common.py")
-  spec = importlib.util.spec_from_file_location("sfubm_configs_common", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from configs import common
 
 
 def get_config(arg=None):
-  return _common().get_config(pair="books_movielens", variant=arg)
+  return common.from_arg(arg, pair="books_movielens")

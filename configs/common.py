@@ -1,8 +1,14 @@
 """Shared defaults of every SF-UBM experiment (SPEC.md; paper §4.2–4.5, Table 3).
 
-Pair configs (`health_beauty.py`, `food_kitchen.py`, `books_movielens.py`) call
-`get_config(pair=..., variant=arg)`; `variant="cpu"` shrinks the run so that every
-stage finishes on a 2-core laptop, `variant="tiny"` is what the tests use.
+Config files are modules of the importable `configs` package; each one's
+`get_config(arg)` calls `from_arg(arg, ...)` here. The argument is a comma-separated list
+of domain names (target first) and/or one size: "cpu" shrinks the run so that every stage
+finishes on a 2-core laptop, "tiny" is what the tests use, none is the paper's sizes.
+
+  configs/books_movielens.py:cpu    a paper pair (its domains are fixed)
+  configs/pair.py:arts,office,cpu   any domains; unknown ones get DOMAIN_DEFAULTS
+  configs/tiny.py:health,beauty     tiny sizes, food,kitchen unless domains are given
+
 Every field has a comment; configs are locked, so a mistyped override fails.
 """
 
@@ -27,6 +33,16 @@ PAIRS = {
     "food_kitchen": dict(domains=("food", "kitchen"), k=100, noise=0.1, min_len=5),
     "books_movielens": dict(domains=("books", "movielens"), k=70, noise=0.1, min_len=5),
 }
+
+# Settings of a domain list that is not one of PAIRS: K, λ and minimum user length.
+PAIR_DEFAULTS = dict(k=100, noise=0.1, min_len=5)
+# Settings of a domain the package does not know: keep every user (the size variant caps
+# them), call its items "items" in prompts; it has no paper figures.
+DOMAIN_DEFAULTS = dict(max_users=0, noun="items")
+# Size arguments of a config file ("" = the paper's sizes).
+SIZES = ("cpu", "tiny")
+# Users per domain at most in the `:cpu` variant (0 = keep all is capped too).
+CPU_MAX_USERS = 1000
 
 # What an item is called in the LLM prompt, per domain (SPEC §7 hybrid prompt).
 ITEM_NOUN = {
@@ -62,7 +78,8 @@ def _data(pair: dict) -> ml_collections.ConfigDict:
   # Drop users with fewer interactions than this after the rating filter (SPEC §1.2).
   c.min_user_len = pair["min_len"]
   # Stratified user sampling target per domain; 0 keeps every user (SPEC §1.3).
-  c.max_users = ml_collections.ConfigDict({d: PAPER_USERS[d] for d in pair["domains"]})
+  c.max_users = ml_collections.ConfigDict(
+      {d: PAPER_USERS.get(d, DOMAIN_DEFAULTS["max_users"]) for d in pair["domains"]})
   # Width of the interaction-count strata [m, m+w), [m+w, m+2w), ... (SPEC §1.3).
   c.stratum_width = 5
   # Keep each user's most recent interactions, this many (SPEC §1.4).
@@ -120,6 +137,17 @@ def _server(pair: dict) -> ml_collections.ConfigDict:
   c.seed = 2
   # Rows per k-means assignment chunk: memory O(chunk × K) besides the uploads.
   c.chunk = 2048
+  return c
+
+
+def _federation() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # How uploads and replies travel (SPEC §0): "file" (one process, message files; the
+  # default) or "flower" (a local Flower deployment: SuperLink + one SuperNode per
+  # client; pip install -e ".[flower]"). The messages are the same; so are the centroids.
+  c.transport = "file"
+  # Seconds the Flower round may take at most (start-up included).
+  c.timeout_s = 600.0
   return c
 
 
@@ -237,7 +265,8 @@ def _llm(pair: dict) -> ml_collections.ConfigDict:
   c.template = PROMPT_TEMPLATE
   # Template of variants without soft prompts (llm_only): no {user} field.
   c.template_no_soft = PROMPT_TEMPLATE_NO_SOFT
-  c.item_noun = ml_collections.ConfigDict({d: ITEM_NOUN[d] for d in pair["domains"]})
+  c.item_noun = ml_collections.ConfigDict(
+      {d: ITEM_NOUN.get(d, DOMAIN_DEFAULTS["noun"]) for d in pair["domains"]})
   # Titles in prompts are cut to this many tokens (SPEC §1 choice).
   c.max_title_tokens = 16
   # Longest prompt + answer in tokens (longer ones are an error, not silently cut).
@@ -285,23 +314,75 @@ def _runtime() -> ml_collections.ConfigDict:
   return c
 
 
-def get_config(pair: str, variant: str | None = None) -> ml_collections.ConfigDict:
-  """The config of `pair` ("health_beauty", ...); variant None (paper), "cpu" or "tiny"."""
-  if pair not in PAIRS:
+def parse_arg(arg: str | None) -> tuple[tuple[str, ...], str]:
+  """'arts,office,cpu' -> (('arts', 'office'), 'cpu'); '' -> ((), '')."""
+  domains, sizes = [], []
+  for token in [t.strip() for t in (arg or "").split(",") if t.strip()]:
+    if token in SIZES:
+      sizes.append(token)
+    elif token.isidentifier() and token.islower():
+      domains.append(token)
+    else:
+      raise ValueError(f"config argument {arg!r}: {token!r} is neither a size {list(SIZES)} "
+                       "nor a domain name (lower-case letters, digits, '_')")
+  if len(sizes) > 1:
+    raise ValueError(f"config argument {arg!r} names more than one size: {sizes}")
+  if len(set(domains)) != len(domains):
+    raise ValueError(f"config argument {arg!r} names a domain twice")
+  return tuple(domains), (sizes[0] if sizes else "")
+
+
+def from_arg(arg: str | None, *, pair: str | None = None, size: str | None = None,
+             default_domains: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
+  """The config a config file's `get_config(arg)` returns.
+
+  `pair` fixes the domains (a paper pair file); `size` fixes the size (tiny.py);
+  `default_domains` are used when `arg` names none. Raises ValueError for an argument
+  the file does not take, naming what it does take.
+  """
+  domains, given_size = parse_arg(arg)
+  if pair is not None and domains:
+    raise ValueError(f"this config fixes the domains to {','.join(PAIRS[pair]['domains'])}; "
+                     f"it takes '', 'cpu' or 'tiny' (got {arg!r}); for other domains use "
+                     "configs/pair.py:<target>,<source>[,cpu]")
+  if size is not None and given_size and given_size != size:
+    raise ValueError(f"this config is the {size!r} size; it takes only domain names "
+                     f"(got {arg!r})")
+  domains = PAIRS[pair]["domains"] if pair is not None else (domains or default_domains)
+  if len(domains) < 2:
+    raise ValueError(f"config argument {arg!r}: name two or more domains, target first, "
+                     "e.g. configs/pair.py:arts,office or configs/pair.py:arts,office,cpu")
+  return get_config(domains=domains, variant=size if size is not None else given_size)
+
+
+def get_config(pair: str | None = None, variant: str | None = None,
+               domains: tuple[str, ...] | None = None) -> ml_collections.ConfigDict:
+  """The config of `pair` ("health_beauty", ...) or of `domains` (target first).
+
+  variant None/"" (paper sizes), "cpu" or "tiny". Domains that form a paper pair get
+  that pair's settings (K, λ, minimum length); others get PAIR_DEFAULTS.
+  """
+  if pair is not None and pair not in PAIRS:
     raise ValueError(f"unknown pair {pair!r}; pairs are {list(PAIRS)}")
-  if variant not in (None, "", "cpu", "tiny"):
+  if variant not in (None, "", *SIZES):
     raise ValueError(f"unknown config argument {variant!r}; use '', 'cpu' or 'tiny'")
-  p = PAIRS[pair]
+  if pair is None:
+    if not domains:
+      raise ValueError("get_config needs a pair or a list of domains")
+    pair = "_".join(domains)
+  p = PAIRS.get(pair) or dict(domains=tuple(domains), **PAIR_DEFAULTS)
   c = ml_collections.ConfigDict()
-  # Pair name and its domains, target domain first (SPEC notation A, B, ...).
+  # Pair name (the domains joined by "_"; paper figures are shown for the paper's pairs
+  # only) and its domains, target domain first (SPEC notation A, B, ...).
   c.pair = pair
-  c.domains = p["domains"]
+  c.domains = tuple(p["domains"])
   # Size variant: "" (paper), "cpu" (2-core laptop), "tiny" (tests).
   c.variant = variant or ""
   c.data = _data(p)
   c.text_encoder = _text_encoder()
   c.privacy = _privacy(p)
   c.server = _server(p)
+  c.federation = _federation()
   c.sasrec = _sasrec()
   c.gru4rec = _gru4rec()
   c.fkd = _fkd()
@@ -319,7 +400,8 @@ def get_config(pair: str, variant: str | None = None) -> ml_collections.ConfigDi
 def _shrink_cpu(c: ml_collections.ConfigDict) -> None:
   """Sizes that run every stage end to end on 2 CPU cores in about 15 minutes."""
   for d in c.domains:
-    c.data.max_users[d] = min(c.data.max_users[d], 1000)
+    users = c.data.max_users[d]  # 0 (keep all) is capped too
+    c.data.max_users[d] = min(users, CPU_MAX_USERS) if users else CPU_MAX_USERS
   c.privacy.sweep = (0.5, 0.1, 0.05, 0.005)
   c.sasrec.epochs = 40
   c.sasrec.eval_every = 5

@@ -1,19 +1,11 @@
-"""Seconds-long Food–Kitchen run for tests and smoke checks.
+"""Seconds-long run for tests and smoke checks; food,kitchen unless domains are given.
 
   python -m sfubm_jax.main --config=configs/tiny.py --workdir=/tmp/tiny
+  python -m sfubm_jax.main --config=configs/tiny.py:health,beauty --workdir=/tmp/tiny_hb
 """
 
-import importlib.util
-import pathlib
-
-
-def _common():
-  path = pathlib.Path(__file__).with_name("common.py")
-  spec = importlib.util.spec_from_file_location("sfubm_configs_common", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from configs import common
 
 
 def get_config(arg=None):
-  return _common().get_config(pair=arg or "food_kitchen", variant="tiny")
+  return common.from_arg(arg, size="tiny", default_domains=("food", "kitchen"))

@@ -1,8 +1,11 @@
-"""Checks a config's choice fields before any stage runs.
+"""Checks a config before any stage runs or anything is written.
 
-A misspelt choice (`--config.llm.valid_rule=exactly`) would otherwise surface only in the
-stage that reads it, possibly hours into a run. `check` reads each field's allowed values
-from the module that implements it and reports every bad field in one error.
+A misspelt choice (`--config.llm.valid_rule=exactly`) or a value a stage rejects
+(`server.num_clusters=0`) would otherwise surface only in the stage that reads it,
+possibly hours into a run. `check` reads each choice field's allowed values from the
+module that implements it, checks the values the stages would reject, and reports every
+bad field in one error. `check_against_data` adds the checks that need the data stage's
+item counts (K ≤ items).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ def choices() -> dict[str, tuple[str, ...]]:
   from sfubm_jax.models.causal_lm.backbone import FAMILIES
 
   return {
+      "federation.transport": ("file", "flower"),
       "privacy.replace_with": REPLACE_WITH,
       "fkd.activation": tuple(fkd.ACTIVATIONS),
       "fkd.teacher": fkd.TEACHERS,
@@ -50,9 +54,66 @@ def _get(config: ml_collections.ConfigDict, path: str):
   return node
 
 
-def check(config: ml_collections.ConfigDict) -> None:
-  """Raises UserError naming every choice field whose value is not allowed."""
+def value_problems(config: ml_collections.ConfigDict) -> list[str]:
+  """Values the stages would reject, each as 'config.<path>: what is wrong'."""
+  from sfubm_jax.data.sources import FORMATS
+
   bad = []
+  domains = list(config.domains)
+  if not domains:
+    bad.append("config.domains is empty; list the target domain first, then the sources")
+  if len(set(domains)) != len(domains):
+    bad.append(f"config.domains {domains} names a domain twice")
+  for section in ("data.sources", "data.max_users", "llm.item_noun"):
+    missing = [d for d in domains if d not in _get(config, section)]
+    if missing:
+      bad.append(f"config.{section} has no entry for {missing}; build the config with "
+                 f"configs/pair.py:{','.join(domains)} so every domain gets one")
+  for d in domains:
+    source = config.data.sources.get(d)
+    if source is not None and source.format not in FORMATS:
+      bad.append(f"config.data.sources.{d}.format={source.format!r} is not supported; use "
+                 f"one of {list(FORMATS)}")
+    users = config.data.max_users.get(d)
+    if users is not None and users < 0:
+      bad.append(f"config.data.max_users.{d}: {users} < 0 (0 keeps every user)")
+  if config.server.num_clusters <= 0:
+    bad.append(f"config.server.num_clusters: {config.server.num_clusters} must be ≥ 1")
+  if config.privacy.noise_scale <= 0:
+    bad.append(f"config.privacy.noise_scale: {config.privacy.noise_scale} must be > 0 "
+               "(λ ≤ 0 uploads unperturbed vectors)")
+  if any(x <= 0 for x in config.privacy.sweep):
+    bad.append(f"config.privacy.sweep: {list(config.privacy.sweep)} holds a λ ≤ 0")
+  stray = [d for d in config.llm.domains if d and d not in domains]
+  if stray:
+    bad.append(f"config.llm.domains: {stray} not in config.domains {domains}")
+  return bad
+
+
+def check_num_clusters(config: ml_collections.ConfigDict, items: dict[str, int],
+                       where: str = "") -> None:
+  """Raises UserError when K exceeds the items of `config.domains` ({domain: count})."""
+  total = sum(int(items[d]) for d in config.domains if d in items)
+  if total and config.server.num_clusters > total:
+    raise UserError(f"config.server.num_clusters: {config.server.num_clusters} is more than "
+                    f"the {total} items of {list(config.domains)}{where}; choose K ≤ {total}")
+
+
+def check_against_data(config: ml_collections.ConfigDict, workdir) -> None:
+  """`check_num_clusters` against a finished data stage (DIR/data/stats.json), if any."""
+  import pathlib
+
+  from sfubm_jax import io_utils
+
+  path = pathlib.Path(workdir) / "data" / "stats.json"
+  if path.exists():
+    table = io_utils.read_json(path)
+    check_num_clusters(config, {d: row["items"] for d, row in table.items()}, f" ({path})")
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """Raises UserError naming every bad choice and every value a stage would reject."""
+  bad = value_problems(config)
   for path, allowed in choices().items():
     many = path.endswith("[]")
     value = _get(config, path.removesuffix("[]"))

@@ -227,6 +227,22 @@ def stage_times(workdir: pathlib.Path) -> str:
   return "\n".join(["| stage | wall seconds |", "|---|---:|", *rows])
 
 
+def opening_figures(res: Mapping, pair: str, target: str, workdir: pathlib.Path) -> list[str]:
+  """The Hit@1 chart and the privacy sweep plot that open the report; writes results.csv."""
+  from sfubm_jax import report_figures
+
+  report_figures.write_results_csv(res, workdir / "results.csv")
+  out = []
+  if report_figures.hit1_chart(res, pair, target, workdir / "report_plots" / "hit1.png"):
+    paper = " beside the paper's Table 2" if pair in PAPER_TABLE2 else ""
+    out.append(f"![Hit@1 per method on {target}{paper}](report_plots/hit1.png)")
+  if (workdir / "federate" / "privacy_sweep.png").exists():
+    out.append("![Privacy–utility over λ: sim (semantics an upload keeps) and reid@1 (items a "
+               "server re-identifies)](federate/privacy_sweep.png)")
+  out.append("Results as CSV: `results.csv` (method, domain, metric, value).")
+  return out
+
+
 def write_report(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> pathlib.Path:
   """Writes DIR/report.md (and its plots) from what exists in `workdir`."""
   workdir = pathlib.Path(workdir)
@@ -235,6 +251,7 @@ def write_report(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> pa
   stats = workdir / "data" / "stats.md"
   parts = [
       f"# SF-UBM run report: {config.pair}" + (f" (`:{config.variant}`)" if config.variant else ""),
+      *opening_figures(res, config.pair, target, workdir),
       f"Domains (target first): {', '.join(config.domains)}. Workdir: `{workdir}`.",
       "## Stage 2 setup", llm_notes(config, workdir),
       "## Table 1: dataset statistics",

@@ -19,13 +19,10 @@ if str(REPO) not in sys.path:
 
 
 def load_config(name: str, arg: str | None = None):
-  """Loads configs/<name>.py:get_config(arg)."""
-  import importlib.util
+  """configs/<name>.py:get_config(arg), imported as the package module `configs.<name>`."""
+  import importlib
 
-  spec = importlib.util.spec_from_file_location(f"cfg_{name}", REPO / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return importlib.import_module(f"configs.{name}").get_config(arg)
 
 
 @pytest.fixture

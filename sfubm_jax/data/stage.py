@@ -14,7 +14,7 @@ import time
 import ml_collections
 from absl import logging
 
-from sfubm_jax import io_utils
+from sfubm_jax import config_check, io_utils
 from sfubm_jax.data import sources, stats
 from sfubm_jax.data.preprocess import PreprocessParams, assert_disjoint, preprocess
 from sfubm_jax.data.raw import UNKNOWN_ITEM_POLICIES
@@ -55,6 +55,8 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
     splits.append(split)
     details[d] = detail
   assert_disjoint(splits)
+  # The federate stage would reject K > items: say so before anything is written.
+  config_check.check_num_clusters(config, {s.name: stats.table_row(s)["items"] for s in splits})
 
   for split in splits:
     with io_utils.atomic_directory(out / split.name) as tmp:

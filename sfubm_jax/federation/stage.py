@@ -25,6 +25,38 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
   stage_dir = pathlib.Path(workdir) / artifacts.STAGE
   uploads_dir, replies_dir = stage_dir / "wire" / "uploads", stage_dir / "wire" / "replies"
 
+  if config.federation.transport == "flower":  # the same round over Flower's Message API
+    from sfubm_jax.federation import flower_deploy
+
+    report = flower_deploy.run_round(
+        workdir, list(config.domains), server.ServerConfig.from_config(config.server),
+        outbox=stage_dir / "wire", timeout_s=float(config.federation.timeout_s))
+    privacy_figures = {d: io_utils.read_json(artifacts.domain_dir(workdir, d) / "privacy.json")
+                       for d in config.domains}
+    io_utils.write_json(stage_dir / "privacy.json", privacy_figures)
+  else:
+    privacy_figures, report = _file_round(config, workdir, uploads_dir, replies_dir)
+  io_utils.write_json(stage_dir / server.REPORT, report)
+  logging.info("server: K=%d, inertia %.4f, %d iterations, bridge share %.3f",
+               report["num_clusters"], report["inertia"], report["iterations"],
+               report["bridge_share"])
+
+  for domain, figures in privacy_figures.items():
+    results.update_results(workdir, "federate", domain,
+                           {"sim": figures["sim"], "reid@1": figures["reid@1"]})
+
+  if config.privacy.sweep:
+    vectors = {d: artifacts.load_item_vectors(workdir, d)[0] for d in config.domains}
+    table = sweep.privacy_sweep(
+        vectors, config.privacy.sweep, client.PrivacyConfig.from_config(config.privacy)
+    )
+    sweep.write_sweep(stage_dir, table)
+    logging.info("privacy sweep:\n%s", sweep.sweep_markdown(table))
+
+
+def _file_round(config, workdir, uploads_dir, replies_dir) -> tuple[dict, dict]:
+  """Every party in this process, exchanging message files: (privacy figures, report)."""
+  stage_dir = pathlib.Path(workdir) / artifacts.STAGE
   encoder = text_encoder.lazy_encoder(  # loaded once, only if the cache misses a text
       config.text_encoder.model, batch_size=config.text_encoder.batch_size,
       device=config.text_encoder.device,
@@ -43,22 +75,6 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
   report = server.serve_directory(
       uploads_dir, replies_dir, server.ServerConfig.from_config(config.server)
   )
-  io_utils.write_json(stage_dir / server.REPORT, report)
-  logging.info("server: K=%d, inertia %.4f, %d iterations, bridge share %.3f",
-               report["num_clusters"], report["inertia"], report["iterations"],
-               report["bridge_share"])
-
   for domain in config.domains:
     client.receive(workdir, domain, messages.read_reply(replies_dir / f"{domain}{messages.SUFFIX}"))
-
-  for domain, figures in privacy_figures.items():
-    results.update_results(workdir, "federate", domain,
-                           {"sim": figures["sim"], "reid@1": figures["reid@1"]})
-
-  if config.privacy.sweep:
-    vectors = {d: artifacts.load_item_vectors(workdir, d)[0] for d in config.domains}
-    table = sweep.privacy_sweep(
-        vectors, config.privacy.sweep, client.PrivacyConfig.from_config(config.privacy)
-    )
-    sweep.write_sweep(stage_dir, table)
-    logging.info("privacy sweep:\n%s", sweep.sweep_markdown(table))
+  return privacy_figures, report

@@ -153,8 +153,9 @@ def train_variant(config: ml_collections.ConfigDict, workdir: pathlib.Path,
     ckpt.save(s, state, {"step": s, "loss": history["loss"]})
 
   desc = f"llm {ctx.domain}/{parts.variant.name}"
+  shown = {}  # the bar's metrics: the loss as of the last checkpoint
   for s in progress(range(step, total), total=total - step, desc=desc,
-                    every_s=config.runtime.log_every_s):
+                    every_s=config.runtime.log_every_s, metrics=shown):
     epoch, k = divmod(s, steps_per_epoch)
     idx, weight = epoch_order(num, b, hp.seed, epoch)
     rows, w = idx[k * b:(k + 1) * b], weight[k * b:(k + 1) * b]
@@ -165,6 +166,7 @@ def train_variant(config: ml_collections.ConfigDict, workdir: pathlib.Path,
     pending.append(metrics["loss"])
     if (s + 1) % config.runtime.checkpoint_every == 0 or (s + 1) % steps_per_epoch == 0:
       save(s + 1)
+      shown.update(epoch=f"{s // steps_per_epoch + 1}/{hp.epochs}", loss=history["loss"][-1])
   if pending or ckpt.latest_step() != total:
     save(total)
   ckpt.close()

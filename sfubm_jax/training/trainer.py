@@ -28,6 +28,7 @@ from absl import logging
 
 from sfubm_jax.checkpoint import Checkpointer
 from sfubm_jax.errors import UserError
+from sfubm_jax.progress import Bar
 
 State = Any  # A pytree with a "params" entry.
 StepFn = Callable[[State, Any], tuple[State, jax.Array]]  # (state, batch) -> (state, loss)
@@ -112,9 +113,13 @@ def train_loop(
       ckpt.save(meta["step"], host, copy.deepcopy(meta))
 
     last_log = time.monotonic()
+    bar = None
     while meta["epoch"] < loop.epochs:
       epoch = meta["epoch"]
       epoch_batches = batches(epoch)
+      if bar is None:  # steps still to run, taking every epoch to be as long as this one
+        todo = len(epoch_batches) * (loop.epochs - epoch) - meta["batch"]
+        bar = Bar(desc, todo, every_s=loop.log_every_s, unit="step")
       pending: list[jax.Array] = []  # Device losses not yet fetched (no per-step sync).
       for index in range(meta["batch"], len(epoch_batches)):
         state, loss = train_step(state, epoch_batches[index])
@@ -129,8 +134,8 @@ def train_loop(
           on_step(meta["step"])
         if time.monotonic() - last_log >= loop.log_every_s:
           last_log = time.monotonic()
-          logging.info("%s: epoch %d/%d batch %d/%d loss %.4f", desc, epoch + 1,
-                       loop.epochs, index + 1, len(epoch_batches), float(loss))
+          bar.set(epoch=f"{epoch + 1}/{loop.epochs}", loss=float(loss))
+        bar.update(1)
       losses = meta["epoch_losses"] + [float(x) for x in jax.device_get(pending)]
       meta["history"]["epoch_loss"].append(float(np.mean(np.asarray(losses, np.float32))))
       meta.update(epoch=epoch + 1, batch=0, epoch_losses=[])
@@ -144,8 +149,13 @@ def train_loop(
         logging.info("%s: epoch %d loss %.4f valid %s (best %s=%.4f at epoch %d)", desc,
                      epoch + 1, meta["history"]["epoch_loss"][-1], metrics,
                      loop.select_metric, meta["best_metric"], meta["best_epoch"])
+        bar.set(**{f"valid {loop.select_metric}": value})
+      bar.set(epoch=f"{epoch + 1}/{loop.epochs}", loss=meta["history"]["epoch_loss"][-1])
       save()
   finally:
+    if bar is not None:
+      bar.close(**({f"best {loop.select_metric}": meta["best_metric"]}
+                   if meta.get("best_metric") is not None else {}))
     ckpt.close()
   return LoopResult(
       best_params=best,

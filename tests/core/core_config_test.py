@@ -37,7 +37,7 @@ def test_cpu_variant_is_smaller_and_locked(pair):
 
 
 def test_unknown_variant_fails():
-  with pytest.raises(ValueError, match="unknown config argument"):
+  with pytest.raises(ValueError, match="takes .., .cpu. or .tiny."):
     load_config("food_kitchen", "gpu")
 
 

@@ -47,7 +47,7 @@ def run_dir(tmp_path_factory):
     text_encoder.encode_texts(split.texts[1:], model=config.text_encoder.model,
                               cache_dir=workdir / "federate" / "text_cache",
                               encoder=_fake_encoder)
-  config_io.bind_workdir(config, workdir)
+  config_io.save_config(config, workdir)
   stage.run(config, workdir)
   return config, workdir
 

@@ -1,0 +1,1 @@
+"""The Flower App folder `flwr run` submits (pyproject.toml + its component module)."""
