@@ -9,7 +9,10 @@ candidates is a max. Ties go to the smallest index, as `numpy.argmax` does.
 
 - `nearest_other(x)`: j*(i) = argmax_{j≠i} cos(x_i, x_j). The matrix is symmetric, so
   only block pairs I ≤ J are computed; each updates its rows with its row maxima and
-  its columns with its column maxima (half the matmul work).
+  its columns with its column maxima (half the matmul work). The self pair is set to
+  -inf in place on the matmul's output (one scatter along a shifted diagonal) and each
+  arg-max is a max plus a masked min over the ids, so a tile is read four times after
+  the matmul and never copied.
 - `nearest_neighbour(q, k)`: argmax_j cos(q_i, k_j) (the re-identification attack).
 """
 
@@ -49,6 +52,31 @@ def _merge(best_val, best_idx, val, idx):
   return jnp.where(take, val, best_val), jnp.where(take, idx, best_idx)
 
 
+def _max_and_arg(s: jax.Array, ids: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
+  """(max, smallest id attaining it) of `s` along `axis`; ids [s.shape[axis]] int32.
+
+  Two vectorised reductions (a max, then a min over the ids where s equals it) read a
+  cache-resident tile faster than one (value, index) arg-max reduction does.
+  """
+  best = jnp.max(s, axis=axis)
+  hit = s == jnp.expand_dims(best, axis)
+  ids = ids[None, :] if axis == 1 else ids[:, None]
+  return best, jnp.min(jnp.where(hit, ids, jnp.iinfo(jnp.int32).max), axis=axis)
+
+
+def _exclude_self(s: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
+  """s [tile_r, tile_c] with -inf where row id == column id, written in place.
+
+  Block ranges are contiguous, so the self pairs lie on one shifted diagonal
+  (r, r + rows[0] - cols[0]); off-range entries (blocks that do not overlap: all of them)
+  are dropped by the scatter, so no masked copy of the tile is made.
+  """
+  r = jnp.arange(s.shape[0], dtype=jnp.int32)
+  c = r + (rows[0] - cols[0])
+  c = jnp.where((c >= 0) & (c < s.shape[1]), c, s.shape[1])  # out of range: dropped
+  return s.at[r, c].set(-jnp.inf, mode="drop")
+
+
 def _update(best, start, val, idx):
   """Merges (val, idx) [tile] into the flat running best ([N], [N]) at `start`."""
   best_val, best_idx = best
@@ -76,9 +104,9 @@ def nearest_other(x: jax.Array, *, tile: int = 2048) -> jax.Array:
   def body(p, best):
     a, rows = _block(x, inv, bi[p], tile)  # [tile, D], [tile]
     b, cols = _block(x, inv, bj[p], tile)
-    s = jnp.where(rows[:, None] == cols[None, :], -jnp.inf, a @ b.T)  # [tile, tile]
-    best = _update(best, rows[0], jnp.max(s, axis=1), cols[jnp.argmax(s, axis=1)])
-    return _update(best, cols[0], jnp.max(s, axis=0), rows[jnp.argmax(s, axis=0)])
+    s = _exclude_self(a @ b.T, rows, cols)  # [tile, tile]
+    best = _update(best, rows[0], *_max_and_arg(s, cols, axis=1))
+    return _update(best, cols[0], *_max_and_arg(s, rows, axis=0))
 
   return jax.lax.fori_loop(0, bi.shape[0], body, _init(n))[1]
 
@@ -95,8 +123,7 @@ def nearest_neighbour(queries: jax.Array, keys: jax.Array, *, tile: int = 2048) 
 
     def key_block(kb, best):
       k, cols = _block(keys, inv_k, kb, tk)
-      s = q @ k.T  # [tq, tk]
-      return _merge(*best, jnp.max(s, axis=1), cols[jnp.argmax(s, axis=1)])
+      return _merge(*best, *_max_and_arg(q @ k.T, cols, axis=1))  # s [tq, tk]
 
     best = (jnp.full((tq,), -jnp.inf, jnp.float32), jnp.full((tq,), nk, jnp.int32))
     _, idx = jax.lax.fori_loop(0, -(-nk // tk), key_block, best)

@@ -35,7 +35,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
+
+from sfubm_jax.training.position_ce import weighted_ce
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu": nn.gelu,  # tanh approximation (flax default)
@@ -128,6 +129,14 @@ def apply_net(params: dict[str, Any], hp: FKDHParams, name: str, x: jax.Array) -
   return hp.nets()[name].apply(params[name], x)
 
 
+def mean_weights(mask: jax.Array) -> jax.Array:
+  """[B, L] weights of `masked_mean`: 1 / (row count · rows with any) at real positions."""
+  mask = mask.astype(jnp.float32)
+  count = mask.sum(-1, keepdims=True)  # [B, 1]
+  rows = jnp.maximum((count > 0).sum(), 1).astype(jnp.float32)
+  return mask / jnp.maximum(count, 1.0) / rows
+
+
 def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
   """Mean over each row's real positions, then over rows with any. [B, L], [B, L] -> []."""
   mask = mask.astype(values.dtype)
@@ -185,12 +194,15 @@ def fkd_loss(
     *,
     key: jax.Array,
     hp: FKDHParams,
+    rec_capacity: int | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """L = L_rec + L_KD + α·L_id + β·L_txt on a batch of training sequences (Eq. 14).
 
   frozen: {"sasrec": SASRec params, "item_emb": E^id [N+1, d], "text_in": C or X
   [N+1, d_t] (what f_t reads), "text_local": X [N+1, d_t] (what g_t reconstructs)}.
   batch: {"seqs": [B, L] int32 left-padded}; `key` draws the counterfactual sequences.
+  rec_capacity: L_rec's gather buffer (`position_ce.position_capacity` of the run's
+  batches; None = every position; "last" needs only B).
   Returns (L, aux) with aux holding every term.
   """
   seqs = jnp.asarray(batch["seqs"])  # [B, L]
@@ -220,13 +232,15 @@ def fkd_loss(
   rec_mask = inputs > 0  # left padding: a real input has a real next item
   if hp.rec_positions == "last":
     rec_mask = rec_mask.at[:, :-1].set(False)
+    rec_capacity = seqs.shape[0]  # at most one position per row
   elif hp.rec_positions != "all":
     raise ValueError(f"rec_positions must be one of {REC_POSITIONS}, got {hp.rec_positions!r}")
   r = hp.encode(frozen["sasrec"], inputs)  # [B, L-1, d]
   emb = fused_item_embeddings(params, frozen, hp)  # [N+1, d]
-  logits = jnp.einsum("bld,nd->bln", r, emb[1:])  # [B, L-1, N]: padding row excluded
-  nll = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(targets - 1, 0))
-  l_rec = masked_mean(nll, rec_mask)
+  # masked_mean's weights; only those positions reach the projection onto ẽ[1:].
+  weights = mean_weights(rec_mask)  # [B, L-1]
+  l_rec = weighted_ce(r, emb[1:], jnp.maximum(targets - 1, 0), weights,
+                      capacity=rec_capacity)
 
   loss = l_rec + l_kd + hp.alpha * l_id + hp.beta * l_txt
   aux = {"loss": loss, "l_rec": l_rec, "l_kd": l_kd, "l_id": l_id, "l_txt": l_txt}

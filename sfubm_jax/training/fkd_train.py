@@ -28,6 +28,7 @@ from sfubm_jax import sharding
 from sfubm_jax.metrics import ranking_metrics
 from sfubm_jax.models import fkd
 from sfubm_jax.training import trainer
+from sfubm_jax.training.position_ce import position_capacity
 from sfubm_jax.training.seqrec_train import check_batch_size, epoch_batches
 
 
@@ -83,13 +84,15 @@ def frozen_inputs(data: FKDData, switches: fkd.Switches) -> dict[str, Any]:
   }
 
 
-def make_train_step(hp: fkd.FKDHParams, tx: optax.GradientTransformation, base_key: jax.Array):
+def make_train_step(hp: fkd.FKDHParams, tx: optax.GradientTransformation, base_key: jax.Array,
+                    rec_capacity: int | None = None):
   """(state {"params","opt","step"}, frozen, seqs [B, L]) -> (state, loss)."""
 
   def step(state, frozen, seqs):
     key = jax.random.fold_in(base_key, state["step"])
     grad_fn = jax.value_and_grad(
-        lambda p: fkd.fkd_loss(p, frozen, {"seqs": seqs}, key=key, hp=hp), has_aux=True
+        lambda p: fkd.fkd_loss(p, frozen, {"seqs": seqs}, key=key, hp=hp,
+                               rec_capacity=rec_capacity), has_aux=True
     )
     (loss, _), grads = grad_fn(state["params"])
     updates, opt = tx.update(grads, state["opt"], state["params"])
@@ -140,7 +143,8 @@ def train_fkd(
   state_sh = jax.tree.map(lambda _: replicated, state)
   frozen_sh = jax.tree.map(lambda _: replicated, frozen)
   step = jax.jit(
-      make_train_step(hp, tx, step_key),
+      make_train_step(hp, tx, step_key, position_capacity(
+          data.train_seqs, tc.batch_size, tc.seed, tc.epochs)),
       in_shardings=(state_sh, frozen_sh, sharding.batch_sharding(mesh, 2)),
       out_shardings=(state_sh, replicated),
       donate_argnums=0,

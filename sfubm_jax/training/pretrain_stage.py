@@ -28,6 +28,7 @@ from sfubm_jax import io_utils, sharding
 from sfubm_jax.data.split import DomainSplit, load_split
 from sfubm_jax.results import update_results
 from sfubm_jax.training import seqrec_train as st
+from sfubm_jax.training.position_ce import position_capacity
 from sfubm_jax.training.trainer import LoopConfig, LoopResult, train_loop
 
 STAGE = "pretrain"
@@ -56,8 +57,10 @@ def train_model(
   tx = optax.adam(hp.lr)
   init_key, dropout_key = jax.random.split(jax.random.key(hp.seed))
   state = st.make_state(model, tx, init_key, spec["max_len"], mesh)
-  step = st.jit_train_step(st.make_train_step(model, tx, dropout_key), state, mesh)
   train_seqs, _ = split.history("train")  # [U, L]
+  capacity = position_capacity(train_seqs, hp.batch_size, hp.seed, hp.epochs)
+  step = st.jit_train_step(st.make_train_step(model, tx, dropout_key, capacity=capacity),
+                           state, mesh)
   scorer = st.make_scorer(model)
   loop = LoopConfig(epochs=hp.epochs, eval_every=hp.eval_every,
                     checkpoint_every=checkpoint_every, select_metric=hp.select_metric,

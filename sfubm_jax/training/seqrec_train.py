@@ -29,6 +29,7 @@ from sfubm_jax.errors import UserError
 from sfubm_jax.metrics import ranking_metrics
 from sfubm_jax.models.gru4rec import GRU4Rec
 from sfubm_jax.models.sasrec import SASRec
+from sfubm_jax.training.position_ce import weighted_ce
 
 MODELS = ("sasrec", "gru4rec")
 
@@ -67,21 +68,25 @@ def hparams(section) -> TrainHParams:
                       select_metric=section.select_metric)
 
 
-def next_item_loss(model: nn.Module, params, seqs: jax.Array, *, key: jax.Array | None):
+def next_item_loss(model: nn.Module, params, seqs: jax.Array, *, key: jax.Array | None,
+                   capacity: int | None = None, chunk: int | None = None):
   """Mean next-item cross-entropy over real positions; key None = no dropout.
 
-  seqs [B, L] left-padded; inputs seqs[:, :-1] predict targets seqs[:, 1:].
+  seqs [B, L] left-padded; inputs seqs[:, :-1] predict targets seqs[:, 1:]. Only the
+  real positions reach the item projection (`position_ce.weighted_ce`: a gather buffer
+  of `capacity` rows, None = all B·(L-1); `chunk` as there).
   Returns (loss, aux) with aux = {"positions": number of scored positions}.
   """
   inputs, targets = seqs[:, :-1], seqs[:, 1:]  # [B, L-1] each
   rngs = None if key is None else {"dropout": key}
   hidden = model.apply(params, inputs, deterministic=key is None, rngs=rngs)  # [B, L-1, d]
   table = params["params"]["item_emb"]["embedding"][1:]  # [N, d]
-  logits = jnp.einsum("bld,nd->bln", hidden, table)  # [B, L-1, N]
   mask = (inputs != 0).astype(jnp.float32)  # [B, L-1]; left padding: target is real too
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(targets - 1, 0))
   count = mask.sum()
-  return (ce * mask).sum() / jnp.maximum(count, 1.0), {"positions": count}
+  weights = mask / jnp.maximum(count, 1.0)
+  loss = weighted_ce(hidden, table, jnp.maximum(targets - 1, 0), weights,
+                     capacity=capacity, chunk=chunk)
+  return loss, {"positions": count}
 
 
 def init_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array,
@@ -91,12 +96,19 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Arra
   return {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, base_key: jax.Array):
-  """(state, seqs [B, L]) -> (state, loss); dropout key = fold_in(base_key, step)."""
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, base_key: jax.Array,
+                    *, capacity: int | None = None, chunk: int | None = None):
+  """(state, seqs [B, L]) -> (state, loss); dropout key = fold_in(base_key, step).
+
+  capacity: the gather buffer of `next_item_loss` (`position_capacity` of the run's
+  batches; None = every position).
+  """
 
   def step(state, seqs):
     key = jax.random.fold_in(base_key, state["step"])
-    grad_fn = jax.value_and_grad(lambda p: next_item_loss(model, p, seqs, key=key), has_aux=True)
+    grad_fn = jax.value_and_grad(
+        lambda p: next_item_loss(model, p, seqs, key=key, capacity=capacity, chunk=chunk),
+        has_aux=True)
     (loss, _), grads = grad_fn(state["params"])
     updates, opt = tx.update(grads, state["opt"], state["params"])
     params = optax.apply_updates(state["params"], updates)
