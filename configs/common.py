@@ -413,6 +413,8 @@ def _shrink_cpu(c: ml_collections.ConfigDict) -> None:
   c.llm.small.num_attention_heads = 4
   c.llm.small.ffn_dim = 512
   c.llm.small.vocab_size = 4096
+  c.llm.small_llama.update(hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, intermediate_size=384, vocab_size=4096)
   c.llm.tokenizer_vocab_size = 4096
   c.llm.max_title_tokens = 8
   c.llm.epochs = 2
@@ -446,6 +448,8 @@ def _shrink_tiny(c: ml_collections.ConfigDict) -> None:
   c.llm.small.ffn_dim = 64
   c.llm.small.max_position_embeddings = 1024
   c.llm.small.vocab_size = 512
+  c.llm.small_llama.update(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           num_key_value_heads=1, intermediate_size=64, vocab_size=512)
   c.llm.tokenizer_vocab_size = 512
   c.llm.max_title_tokens = 6
   c.llm.epochs = 1

@@ -1,12 +1,15 @@
-"""Short Stage 2 training loop on an OPT-6.7B-shaped LLM (random weights), sharded.
+"""Short Stage 2 training loop on a 7B-class LLM shape (random weights), sharded.
 
-Builds OPT-6.7B's shapes (32 layers, hidden 4096, 32 heads, ffn 16384, vocab 50272) with
-random bf16 weights directly on the devices, sharded over the mesh (default FSDP over
-every visible GPU), freezes it, and runs the Stage 2 step (soft prompts P_u/P_i spliced
-into a hybrid prompt, answer-only loss, Adam on the projectors only) a few times. Prints
-compile time, median step time, tokens/s and peak memory as one JSON line.
+Builds OPT-6.7B's shapes (32 layers, hidden 4096, 32 heads, ffn 16384, vocab 50272), or
+with `--family=llama` Llama-3-8B's (32 layers, hidden 4096, 32 query / 8 KV heads, SwiGLU
+14336, vocab 128256), with random bf16 weights directly on the devices, sharded over the
+mesh by the backbone's logical axes (default FSDP over every visible GPU), freezes it,
+and runs the Stage 2 step (soft prompts P_u/P_i spliced into a hybrid prompt,
+answer-only loss, Adam on the projectors only) a few times. Prints compile time, median
+step time, tokens/s and peak memory as one JSON line.
 
   python launch/gpu_smoke.py                     # on the GPU machine, < 3 minutes
+  python launch/gpu_smoke.py --family=llama      # Llama-3-8B shapes
   python launch/gpu_smoke.py --small             # CPU check of the same code path
   python launch/gpu_smoke.py --mesh=1,-1,1 --batch=8 --seq=512 --steps=5 --remat
 """
@@ -28,14 +31,20 @@ import optax  # noqa: E402
 
 from sfubm_jax import sharding  # noqa: E402
 from sfubm_jax.llm import stage2  # noqa: E402
-from sfubm_jax.models.causal_lm.opt import checkpoint as opt_checkpoint  # noqa: E402
-from sfubm_jax.models.causal_lm.opt import model as opt
+from sfubm_jax.models.causal_lm import backbone  # noqa: E402
 from sfubm_jax.models.projector import SoftPrompts  # noqa: E402
 
 OPT_6_7B = dict(vocab_size=50272, hidden_size=4096, num_hidden_layers=32, ffn_dim=16384,
                 num_attention_heads=32, max_position_embeddings=2048)
 SMALL = dict(vocab_size=512, hidden_size=64, num_hidden_layers=2, ffn_dim=128,
              num_attention_heads=4, max_position_embeddings=256)
+LLAMA_3_8B = dict(vocab_size=128256, hidden_size=4096, num_hidden_layers=32,
+                  intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8,
+                  max_position_embeddings=8192, rope_theta=500000.0)
+SMALL_LLAMA = dict(vocab_size=512, hidden_size=64, num_hidden_layers=2, intermediate_size=128,
+                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+SHAPES = {("opt", False): OPT_6_7B, ("opt", True): SMALL, ("llama", False): LLAMA_3_8B,
+          ("llama", True): SMALL_LLAMA}
 
 
 def synthetic_batch(rng, batch, seq, slots, answer, vocab, user_dim):
@@ -56,6 +65,7 @@ def synthetic_batch(rng, batch, seq, slots, answer, vocab, user_dim):
 
 def main(argv=None) -> dict:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--family", choices=backbone.FAMILIES, default="opt")
   ap.add_argument("--small", action="store_true", help="tiny shapes, float32 (CPU check)")
   ap.add_argument("--layers", type=int, default=0, help="override the number of layers")
   ap.add_argument("--mesh", default="1,-1,1", help="mesh shape over (data, fsdp, tensor)")
@@ -67,23 +77,24 @@ def main(argv=None) -> dict:
                   help="vocabulary logits at every position, not only the answer span")
   args = ap.parse_args(argv)
 
-  shape = dict(SMALL if args.small else OPT_6_7B)
+  shape = dict(SHAPES[(args.family, args.small)])
   if args.layers:
     shape["num_hidden_layers"] = args.layers
   dtype = "float32" if args.small else "bfloat16"
   seq = min(args.seq, shape["max_position_embeddings"])
-  cfg = opt.OPTConfig(**shape, dtype=dtype, param_dtype=dtype, remat=args.remat, dropout=0.0)
+  extra = {"dropout": 0.0} if args.family == "opt" else {}
+  cfg = backbone.config_class(args.family)(**shape, dtype=dtype, param_dtype=dtype,
+                                           remat=args.remat, **extra)
   mesh = sharding.make_mesh(tuple(int(x) for x in args.mesh.split(",")))
   batch_size = args.batch or max(8, sharding.batch_divisor(mesh))
 
   t0 = time.perf_counter()
-  llm_params = opt_checkpoint.init_opt(cfg, jax.random.key(0), mesh=mesh)
+  llm_params = backbone.init_random(cfg, jax.random.key(0), mesh=mesh)
   jax.block_until_ready(llm_params)
   init_s = time.perf_counter() - t0
 
   user_dim, item_dim = 50, 50
-  model = stage2.Stage2Model(opt.OPTForCausalLM(cfg),
-                             SoftPrompts(out_dim=cfg.word_embed_proj_dim, hidden=128))
+  model = stage2.Stage2Model(backbone.build(cfg), SoftPrompts(out_dim=cfg.embed_dim, hidden=128))
   rep = sharding.replicated(mesh)
   trainable = {"prompts": jax.device_put(model.init_prompts(jax.random.key(1), user_dim,
                                                             item_dim), rep), "llm": {}}
@@ -119,7 +130,8 @@ def main(argv=None) -> dict:
     stats = {}
   out = {
       "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
-      "mesh": dict(mesh.shape), "llm_params": opt.count_params(llm_params),
+      "mesh": dict(mesh.shape), "family": args.family,
+      "llm_params": backbone.count_params(llm_params),
       "layers": cfg.num_hidden_layers, "dtype": dtype, "batch": batch_size, "seq": seq,
       "remat": args.remat, "logits_kept": keep or seq, "init_s": round(init_s, 2),
       "compile_first_step_s": round(compile_s, 2),

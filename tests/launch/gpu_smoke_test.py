@@ -29,3 +29,9 @@ def test_small_smoke_all_logits_same_first_loss():
   b = smoke.main(["--small", "--steps=1", "--seq=64", "--mesh=2,2,2", "--all-logits"])
   assert b["logits_kept"] == 64
   assert math.isclose(a["loss_first"], b["loss_first"], rel_tol=1e-4)
+
+
+def test_small_llama_smoke_runs_tensor_parallel_and_trains():
+  out = _smoke().main(["--family=llama", "--small", "--steps=3", "--seq=64", "--mesh=1,4,2"])
+  assert out["family"] == "llama" and out["mesh"] == {"data": 1, "fsdp": 4, "tensor": 2}
+  assert math.isfinite(out["loss_first"]) and out["loss_last"] < out["loss_first"]

@@ -6,7 +6,8 @@ error naming the type), undoes llama.cpp's q/k row permutation for `llama` (its
 interleaved RoPE layout; Qwen2 files are stored unpermuted), maps the names onto HF's,
 derives the config from the metadata, builds the tokenizer from the file's own
 vocabulary (byte-level BPE: tokens, merges, control tokens, the pre-tokenizer split the
-file names), and writes config.json + model.safetensors + tokenizer files. The folder
+file names), and writes config.json + model.safetensors + tokenizer files: a folder that
+`transformers` reads as well. The folder
 then loads like any HF folder (`checkpoint.load_llama`, `AutoTokenizer`).
 
 `cached_folder(path)` does that once per machine: the folder lives under the cache
@@ -29,6 +30,7 @@ from sfubm_jax.models.causal_lm import hf_files
 ARCHITECTURES = ("llama", "qwen2")
 TENSOR_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K")
 CACHE_ENV = "SFUBM_JAX_CACHE"
+CACHE_VERSION = "v1"  # bump when the folder layout written by gguf_to_folder changes
 
 # llama.cpp's pre-tokenizer splits (by `tokenizer.ggml.pre`); byte-level BPE then runs
 # on each piece.
@@ -195,8 +197,11 @@ def gguf_to_folder(path: str | pathlib.Path, out: str | pathlib.Path) -> pathlib
   tokenizer = build_tokenizer(reader)
   arrays = dict(dequantised_tensors(reader, config))
   tensors = [(name, a) for name, a in arrays.items()]
+  from sfubm_jax.models.causal_lm.llama.model import LlamaConfig
+
+  hf_dict = LlamaConfig.from_hf_dict(config).to_hf_dict()  # what transformers (v5) reads too
   with io_utils.atomic_directory(out) as tmp:
-    io_utils.write_json(tmp / "config.json", config)
+    io_utils.write_json(tmp / "config.json", hf_dict)
     hf_files.write_safetensors(tmp / "model.safetensors", tensors, arrays.__getitem__)
     tokenizer.save_pretrained(str(tmp))
     io_utils.write_json(tmp / "gguf_source.json", {"file": str(path.resolve())})
@@ -223,7 +228,7 @@ def cached_folder(path: str | pathlib.Path, cache_dir=None) -> pathlib.Path:
   if not path.is_file():
     raise UserError(f"GGUF file {path} does not exist")
   root = pathlib.Path(cache_dir) if cache_dir else cache_root()
-  out = root / "gguf" / f"{path.stem}-{file_sha256(path)[:16]}"
+  out = root / "gguf" / f"{path.stem}-{file_sha256(path)[:16]}-{CACHE_VERSION}"
   if not (out / "config.json").exists():
     gguf_to_folder(path, out)
   return out
