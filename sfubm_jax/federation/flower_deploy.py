@@ -123,6 +123,10 @@ def run_round(workdir: pathlib.Path, domains: list[str], config: server.ServerCo
     while time.monotonic() < deadline:
       if (outbox / "DONE").exists():
         return io_utils.read_json(outbox / server.REPORT)
+      dead = [p for p in procs if p.poll() is not None]
+      if dead:
+        raise UserError(f"a Flower process exited early ({' '.join(dead[0].args[:1])}, "
+                        f"status {dead[0].returncode}); logs in {base}")
       if (outbox / "FAILED").exists():
         reason = (outbox / "FAILED").read_text().strip().splitlines()[-1]
         raise UserError(f"the Flower round failed: {reason}; logs in {base}")
