@@ -10,6 +10,7 @@ is stdout and nothing is redirected.
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import sys
 import time
@@ -71,4 +72,5 @@ def to_log_file(path: os.PathLike | str) -> None:
   os.close(fd)
   _log_path = str(path)
   logging.set_verbosity(logging.INFO)
+  std_logging.captureWarnings(True)  # Python warnings as timestamped log lines too
   logging.info("log of pid %d started %s", os.getpid(), time.strftime("%Y-%m-%d %H:%M:%S"))

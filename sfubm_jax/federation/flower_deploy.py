@@ -82,7 +82,11 @@ def run_round(workdir: pathlib.Path, domains: list[str], config: server.ServerCo
   io_utils.atomic_write_text(home / "config.toml", (
       '[superlink]\ndefault = "local"\n\n[superlink.local]\n'
       f'address = "127.0.0.1:{port}"\ninsecure = true\n'))
+  # Flower starts its helpers (flower-superexec, flwr-serverapp, ...) by name: put this
+  # interpreter's scripts first on PATH, and this checkout first on PYTHONPATH.
   env = dict(os.environ, FLWR_HOME=str(home),
+             PATH=os.pathsep.join([str(pathlib.Path(sys.executable).parent),
+                                   os.environ.get("PATH", "")]),
              PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
   procs: list[subprocess.Popen] = []
 
@@ -119,6 +123,10 @@ def run_round(workdir: pathlib.Path, domains: list[str], config: server.ServerCo
     while time.monotonic() < deadline:
       if (outbox / "DONE").exists():
         return io_utils.read_json(outbox / server.REPORT)
+      dead = [p for p in procs if p.poll() is not None]
+      if dead:
+        raise UserError(f"a Flower process exited early ({' '.join(dead[0].args[:1])}, "
+                        f"status {dead[0].returncode}); logs in {base}")
       if (outbox / "FAILED").exists():
         reason = (outbox / "FAILED").read_text().strip().splitlines()[-1]
         raise UserError(f"the Flower round failed: {reason}; logs in {base}")

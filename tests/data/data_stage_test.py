@@ -46,7 +46,8 @@ def test_tiny_cli_rerun_and_byte_identical(tmp_path):
   before = digests(first / "data")
   mtimes = {p: p.stat().st_mtime_ns for p in (first / "data").rglob("*")}
   rerun = run_main(first, cwd=tmp_path)
-  assert rerun.returncode == 0 and "stage data: complete, skipped" in rerun.stderr
+  assert rerun.returncode == 0 and "data: finished earlier, skipped" in rerun.stdout
+  assert "stage data: complete, skipped" in (first / "log.txt").read_text()
   assert {p: p.stat().st_mtime_ns for p in (first / "data").rglob("*")} == mtimes
   assert run_main(second, cwd=REPO).returncode == 0
   assert digests(second / "data") == before

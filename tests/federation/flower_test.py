@@ -1,9 +1,10 @@
 """The federation round over a local Flower deployment equals the in-process round.
 
-Starts a SuperLink and one SuperNode per client on localhost (no Ray), runs the App in
-`sfubm_jax/federation/flower_app/` and checks: the centroids each client keeps are
-byte-identical to the file transport's, the server received exactly the upload message
-bytes (one uint8 array each) and those hold the perturbed vectors, not the raw ones.
+The federate stage with `federation.transport=flower` starts a SuperLink and one SuperNode
+per client on localhost (no Ray, `flower_deploy.run_round`), runs the App in
+`sfubm_jax/federation/flower_app/` and stops them. The centroids each client keeps must be
+byte-identical to the file transport's; the server must have received exactly the upload
+message bytes (one uint8 array each), which hold the perturbed vectors, not the raw ones.
 """
 
 import json
@@ -20,7 +21,6 @@ from sfubm_jax import config_io  # noqa: E402
 from sfubm_jax.data.split import save_split  # noqa: E402
 from sfubm_jax.federation import (  # noqa: E402
   artifacts,
-  flower_deploy,
   messages,
   server,
   stage,
@@ -53,9 +53,11 @@ def test_flower_round_equals_the_file_round(tmp_path):
   shutil.rmtree(workdir / "federate" / "wire")
 
   outbox = workdir / "federate" / "wire"
-  report = flower_deploy.run_round(workdir, list(config.domains),
-                                   server.ServerConfig.from_config(config.server),
-                                   outbox=outbox, timeout_s=300)
+  config.federation.transport = "flower"
+  config.federation.timeout_s = 300.0
+  stage.run(config, workdir)  # the same stage, over a local Flower deployment
+  report = json.loads((workdir / "federate" / server.REPORT).read_text())
+  assert (outbox / "DONE").exists() and (workdir / "federate" / "flower" / "home").is_dir()
   for d in config.domains:
     got = (artifacts.domain_dir(workdir, d) / "federated.npy").read_bytes()
     assert got == want[d], d  # byte-identical centroids
