@@ -41,7 +41,7 @@ def test_weighted_ce_equals_all_positions(capacity, chunk):
                                                 chunk=chunk)
   ref_fn = lambda h, t: _all_positions_ce(h, t, labels, weights)
   got, got_grads = jax.jit(jax.value_and_grad(got_fn, argnums=(0, 1)))(hidden, table)
-  ref, ref_grads = jax.value_and_grad(ref_fn, argnums=(0, 1))(hidden, table)
+  ref, ref_grads = jax.jit(jax.value_and_grad(ref_fn, argnums=(0, 1)))(hidden, table)
   np.testing.assert_allclose(float(got), float(ref), rtol=1e-5)
   _assert_trees_close(got_grads, ref_grads)
 
@@ -49,8 +49,9 @@ def test_weighted_ce_equals_all_positions(capacity, chunk):
 def test_overfull_buffer_gives_nan():
   hidden, table = jnp.ones((2, 3, 4)), jnp.ones((5, 4))
   labels, weights = jnp.zeros((2, 3), jnp.int32), jnp.ones((2, 3))
-  assert np.isnan(float(position_ce.weighted_ce(hidden, table, labels, weights, capacity=5)))
-  assert np.isfinite(float(position_ce.weighted_ce(hidden, table, labels, weights, capacity=6)))
+  ce = jax.jit(position_ce.weighted_ce, static_argnames=("capacity", "chunk"))
+  assert np.isnan(float(ce(hidden, table, labels, weights, capacity=5)))
+  assert np.isfinite(float(ce(hidden, table, labels, weights, capacity=6)))
 
 
 def test_position_capacity_bounds_every_batch_of_the_run():
@@ -82,7 +83,8 @@ def test_next_item_loss_and_grads_equal_all_positions(model):
   key = jax.random.key(3)  # dropout on: both sides draw the same masks
   got_fn = lambda p: st.next_item_loss(model, p, seqs, key=key, capacity=capacity)[0]
   got, got_grads = jax.jit(jax.value_and_grad(got_fn))(params)
-  ref, ref_grads = jax.value_and_grad(lambda p: _old_next_item_loss(model, p, seqs, key))(params)
+  ref_fn = jax.value_and_grad(lambda p: _old_next_item_loss(model, p, seqs, key))
+  ref, ref_grads = jax.jit(ref_fn)(params)
   np.testing.assert_allclose(float(got), float(ref), rtol=1e-5)
   _assert_trees_close(got_grads, ref_grads)
 
@@ -113,6 +115,6 @@ def test_fkd_rec_loss_and_grads_equal_all_positions(rec_positions):
   got_fn = lambda p: fkd.fkd_loss(p, frozen, {"seqs": seqs}, key=key, hp=hp,
                                   rec_capacity=capacity)[1]["l_rec"]
   got, got_grads = jax.jit(jax.value_and_grad(got_fn))(params)
-  ref, ref_grads = jax.value_and_grad(ref_rec)(params)
+  ref, ref_grads = jax.jit(jax.value_and_grad(ref_rec))(params)
   np.testing.assert_allclose(float(got), float(ref), rtol=1e-5)
   _assert_trees_close(got_grads, ref_grads)
