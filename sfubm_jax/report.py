@@ -29,6 +29,7 @@ PAPER_TABLE2 = {
 }
 # Our method -> (the paper's column it is compared with, why it is the closest analogue).
 TABLE2_ROWS = (
+    ("pop", "pop", "popularity (training-set frequency; the floor, beyond paper)"),
     ("sasrec", "sasrec", "SASRec"),
     ("gru4rec", "gru4rec", "GRU4Rec"),
     ("mlp_llm", "a_llmrec", "A-LLMRec (ours: SASRec embeddings + MLP projectors)"),
@@ -68,7 +69,7 @@ def table2(res: Mapping, pair: str, target: str) -> str:
         f"{_f(paper.get(col))} |")
   if paper:
     lines.append(f"\nPaper SF-UBM Valid ratio: {_pct(paper['sfubm_valid'])}. ID-only "
-                 "baselines (sasrec, gru4rec) score the same 20 candidates by dot product; "
+                 "baselines (pop, sasrec, gru4rec) score the same 20 candidates by dot product; "
                  "their Hit@1 is the ranking HR@1 (Valid = 100% by construction).")
   return "\n".join(lines)
 

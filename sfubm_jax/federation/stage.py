@@ -58,7 +58,8 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
   if config.privacy.sweep:
     vectors = {d: artifacts.load_item_vectors(workdir, d)[0] for d in config.domains}
     table = sweep.privacy_sweep(
-        vectors, config.privacy.sweep, client.PrivacyConfig.from_config(config.privacy)
+        vectors, config.privacy.sweep, client.PrivacyConfig.from_config(config.privacy),
+        {d: client.client_secret(workdir, d) for d in config.domains},
     )
     sweep.write_sweep(stage_dir, table)
     logging.info("privacy sweep:\n%s", sweep.sweep_markdown(table))

@@ -1,7 +1,7 @@
 """The λ privacy sweep (paper Table 5): sim and reid@1 per domain for several λ.
 
-Each client's noise key is the same for every λ (only the scale changes), so the rows
-differ by λ alone. Outputs a Markdown table in the paper's layout and a PNG plot.
+Each client's noise key (its secret) is the same for every λ (only the scale changes),
+so the rows differ by λ alone. Outputs a Markdown table in the paper's layout and a PNG plot.
 """
 
 from __future__ import annotations
@@ -17,13 +17,15 @@ from sfubm_jax.federation import client
 
 
 def privacy_sweep(
-    vectors: Mapping[str, np.ndarray], lambdas: Sequence[float], config: client.PrivacyConfig
+    vectors: Mapping[str, np.ndarray], lambdas: Sequence[float], config: client.PrivacyConfig,
+    secrets: Mapping[str, bytes],
 ) -> dict[float, dict[str, dict[str, float]]]:
   """{λ: {domain: {sim, reid@1, ...}}} for e [N+1, d_t] per domain."""
   table: dict[float, dict[str, dict[str, float]]] = {}
   for lam in lambdas:
     table[float(lam)] = {
-        domain: client.make_upload(domain, e, config, noise_scale=float(lam))[1]
+        domain: client.make_upload(domain, e, config, secrets[domain],
+                                   noise_scale=float(lam))[1]
         for domain, e in vectors.items()
     }
   return table

@@ -20,7 +20,8 @@ def _split(domain, n_items, seed):
   seqs = rng.integers(1, n_items + 1, (6, 5)).astype(np.int32)
   return DomainSplit(
       name=domain, item_ids=[""] + [f"{domain}:{i}" for i in range(n_items)],
-      titles=texts, texts=texts, user_ids=[f"{domain}:u{i}" for i in range(6)], seqs=seqs,
+      titles=texts, shown_titles=texts, texts=texts,
+      user_ids=[f"{domain}:u{i}" for i in range(6)], seqs=seqs,
       lengths=np.full(6, 5, np.int32), valid_candidates=seqs[:, :3].copy(),
       valid_target_pos=np.zeros(6, np.int32), test_candidates=seqs[:, :3].copy(),
       test_target_pos=np.zeros(6, np.int32),
@@ -59,7 +60,7 @@ def test_stage_outputs(run_dir):
   report = io_utils.read_json(fed / "cluster_report.json")
   assert set(privacy) == set(config.domains)
   for figures in privacy.values():
-    assert set(figures) == {"sim", "reid@1", "noise_scale", "replace_with"}
+    assert set(figures) >= {"sim", "reid@1", "noise_scale", "replace_with", "unprotected"}
     assert -1 <= figures["sim"] <= 1 and 0 <= figures["reid@1"] <= 1
   assert report["num_clusters"] == 5 and sum(report["sizes"]) == 40 + 49
   assert 0 <= report["bridge_share"] <= 1
