@@ -105,8 +105,12 @@ def _privacy(pair: dict) -> ml_collections.ConfigDict:
   c.allow_raw_upload = False
   # Block size of the tiled nearest-neighbour search: memory O(tile²), never N × N.
   c.tile = 2048
-  # λ values of the privacy sweep (paper Table 5); empty = no sweep.
+  # λ values of the privacy sweep (paper Table 5); empty = no sweep. Every λ > 0.
   c.sweep = (0.5, 0.1, 0.05, 0.005)
+  # Simulated attacks (SPEC §3): held-out items scored (and training items), at most,
+  # and the attacker's own seed (its noise, split and init; not the client's secret).
+  c.attack_items = 2000
+  c.attack_seed = 7
   return c
 
 
@@ -335,6 +339,7 @@ def _shrink_tiny(c: ml_collections.ConfigDict) -> None:
     c.data.max_users[d] = 60
   c.privacy.sweep = ()
   c.privacy.tile = 64
+  c.privacy.attack_items = 200
   c.server.num_clusters = 8
   c.server.max_iter = 20
   c.sasrec.epochs = 2

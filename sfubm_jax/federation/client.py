@@ -26,7 +26,15 @@ import numpy as np
 from sfubm_jax import io_utils
 from sfubm_jax.data.split import load_split
 from sfubm_jax.errors import UserError
-from sfubm_jax.federation import artifacts, messages, perturb, privacy, secret, text_encoder
+from sfubm_jax.federation import (
+    artifacts,
+    attacks,
+    messages,
+    perturb,
+    privacy,
+    secret,
+    text_encoder,
+)
 from sfubm_jax.federation.messages import Reply, Upload
 
 
@@ -59,6 +67,13 @@ class PrivacyConfig:
                int(section["tile"]), bool(section["allow_raw_upload"]))
 
 
+def attack_config(section: Mapping) -> attacks.AttackConfig:
+  """The simulated attacker of config section `privacy` (it knows the public mechanism)."""
+  return attacks.AttackConfig(max_items=int(section["attack_items"]),
+                              seed=int(section["attack_seed"]),
+                              replace_with=str(section["replace_with"]), tile=int(section["tile"]))
+
+
 def check_noise_scale(lam: float, field: str) -> None:
   if not lam > 0:  # also catches NaN
     raise UserError(f"{field}={lam}: the noise scale λ must be > 0 (λ = 0 uploads the raw "
@@ -67,9 +82,14 @@ def check_noise_scale(lam: float, field: str) -> None:
 
 def make_upload(
     client: str, e: np.ndarray, config: PrivacyConfig, client_secret: bytes, *,
-    noise_scale: float | None = None,
+    noise_scale: float | None = None, titles: Sequence[str] | None = None,
+    attack: attacks.AttackConfig | None = None,
 ) -> tuple[Upload, dict[str, float]]:
-  """(Upload of ẽ for items 1..N in secret row order, privacy figures) from e [N+1, d_t]."""
+  """(Upload of ẽ for items 1..N in secret row order, privacy figures) from e [N+1, d_t].
+
+  With `attack` (and the item `titles` [N+1]) the figures include every attack of
+  `federation.attacks`, scored by the client, which knows which row is which item.
+  """
   items = np.asarray(e[1:], np.float32)  # [N, d_t]
   lam = config.noise_scale if noise_scale is None else noise_scale
   check_noise_scale(lam, "privacy.sweep λ")
@@ -81,6 +101,8 @@ def make_upload(
   figures = privacy.privacy_figures(upload, items, tile=config.tile)
   figures.update(noise_scale=float(lam), replace_with=config.replace_with,
                  unprotected=config.raw_upload)
+  if attack is not None:
+    figures.update(attacks.attack_figures(items, upload, list(titles[1:]), lam, attack))
   order = secret.upload_order(client_secret, len(items))
   return Upload(client=client, vectors=upload[order]), figures
 
@@ -120,10 +142,13 @@ def prepare(
     workdir: pathlib.Path, domain: str, text_cfg: Mapping, privacy_cfg: Mapping,
     encoder: text_encoder.EncodeFn | None = None,
 ) -> tuple[Upload, dict[str, float]]:
-  """Encodes, perturbs and records locally; returns the Upload to send and its figures."""
+  """Encodes, perturbs and records locally; returns the Upload to send and its figures
+  (with the attacks of `federation.attacks` at the configured λ)."""
   config = PrivacyConfig.from_config(privacy_cfg)
   e = encode_domain(workdir, domain, text_cfg, encoder)
-  upload, figures = make_upload(domain, e, config, client_secret(workdir, domain))
+  upload, figures = make_upload(domain, e, config, client_secret(workdir, domain),
+                                titles=load_split(workdir, domain).titles,
+                                attack=attack_config(privacy_cfg))
   directory = artifacts.domain_dir(workdir, domain)
   artifacts.save_array(directory / "local.npy", e)
   io_utils.write_json(directory / "privacy.json", figures)
