@@ -1,7 +1,7 @@
 """`DIR/results.json`: metrics per method and domain, merged in by each stage.
 
 Layout: {method: {domain: {metric: value}}}. Methods: the Stage 1 models (`sasrec`,
-`gru4rec`, `fkd`, `kd_local`, `id_only`, `text_only`) and the LLM variants
+`gru4rec`, `fkd`, `kd_local`, `id_only`, `text_only`), the `pop` floor and the LLM variants
 (`sfubm`, `llm_only`, `mlp_llm`, ...). Writes are atomic read-merge-write.
 """
 

@@ -4,8 +4,11 @@ One folder per domain:
   items.csv.gz         item_id,title,description
   interactions.csv.gz  user_id,item_id,timestamp,rating
 Interactions are grouped by user and chronological; the file order is authoritative
-(timestamps may be missing or whole days), so nothing is re-sorted. Empty timestamp or
-rating = the source has none. Plain `.csv` files are read too.
+(timestamps may be missing or whole days, so equal times keep their file order) and
+nothing is re-sorted: a timestamp earlier than the same user's previous one is an error
+naming both lines, since leave-one-out would otherwise hold out the wrong items. Empty
+timestamp or rating = the source has none; a written NaN or infinity is an error. Plain
+`.csv` files are read too.
 """
 
 from __future__ import annotations
@@ -34,17 +37,23 @@ def read_canonical(
     )
   header = ("user_id", "item_id", "timestamp", "rating")
   rows = files.csv_rows(inter_path, header, every_s=every_s)
+  last: dict[str, tuple[float, int]] = {}  # user -> (latest timestamp, its line)
   for line, (user_id, item_id, timestamp, rating) in rows:
     at = files.where(inter_path, line)
-    item_id = item_id.strip()
+    user_id, item_id = user_id.strip(), item_id.strip()
     if unknown_items == "error" and not builder.has_title(item_id):
       raise_unknown(item_id, items_path, at)
+    ts = files.parse_float(timestamp, "timestamp", at)
+    if ts == ts:  # not NaN: the row has a time
+      before = last.get(user_id)
+      if before is not None and ts < before[0]:
+        raise UserError(
+            f"{at}: user {user_id!r} has timestamp {timestamp.strip()}, earlier than "
+            f"{before[0]:g} on line {before[1]}; the canonical file must list each user's "
+            f"interactions in chronological order (sort it by user, then time)")
+      last[user_id] = (ts, line)
     builder.add_interaction(
-        user_id.strip(),
-        item_id,
-        files.parse_float(timestamp, "timestamp", at),
-        files.parse_float(rating, "rating", at),
-        where=at,
+        user_id, item_id, ts, files.parse_float(rating, "rating", at), where=at,
     )
   return builder.build(sort_by_time=False)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import math
 import pathlib
 from collections.abc import Iterator, Sequence
 
@@ -54,8 +55,8 @@ def find_file(directory: pathlib.Path, names: Sequence[str], what: str) -> pathl
   raise UserError(f"missing {what}: none of {', '.join(names)} in {directory}")
 
 
-def open_text(path: pathlib.Path, encoding: str = "utf-8") -> io.TextIOBase:
-  """Opens `path` for reading text, decompressing .gz files on the fly."""
+def open_binary(path: pathlib.Path) -> io.BufferedIOBase:
+  """Opens `path` for reading bytes, decompressing .gz files on the fly."""
   check_suffix(path)
   if not path.is_file():
     raise UserError(f"missing file {path}")
@@ -63,23 +64,33 @@ def open_text(path: pathlib.Path, encoding: str = "utf-8") -> io.TextIOBase:
     with open(path, "rb") as f:
       if f.read(2) != b"\x1f\x8b":
         raise UserError(f"{path}: not a gzip file although its name ends with .gz")
-    return gzip.open(path, "rt", encoding=encoding, newline="")
-  return open(path, encoding=encoding, newline="")
+    return gzip.open(path, "rb")
+  return open(path, "rb")
+
+
+def decoded_lines(f: io.BufferedIOBase, path: pathlib.Path, encoding: str) -> Iterator[str]:
+  """The lines of a byte stream, each decoded on its own (line ending kept), so that a
+  decoding error names its line and the byte offset within that line."""
+  number = 0
+  try:
+    for number, raw in enumerate(f, 1):
+      try:
+        yield raw.decode(encoding)
+      except UnicodeDecodeError as e:
+        raise UserError(f"{where(path, number)}: not {encoding} text ({e.reason} at byte "
+                        f"{e.start + 1} of the line)") from None
+  except (OSError, EOFError) as e:
+    raise UserError(f"{path}: cannot be read after line {number} ({e})") from None
 
 
 def lines(
     path: pathlib.Path, *, encoding: str = "utf-8", every_s: float = 5.0
 ) -> Iterator[tuple[int, str]]:
   """Yields (1-based line number, line without its newline), logging progress."""
-  with open_text(path, encoding) as f:
-    try:
-      numbered = enumerate(f, 1)
-      for number, line in progress(numbered, desc=f"reading {path.name}", every_s=every_s):
-        yield number, line.rstrip("\r\n")
-    except UnicodeDecodeError as e:
-      raise UserError(f"{path}: not {encoding} text ({e.reason} at byte {e.start})") from None
-    except (OSError, EOFError) as e:
-      raise UserError(f"{path}: cannot be read ({e})") from None
+  with open_binary(path) as f:
+    numbered = enumerate(decoded_lines(f, path, encoding), 1)
+    for number, line in progress(numbered, desc=f"reading {path.name}", every_s=every_s):
+      yield number, line.rstrip("\r\n")
 
 
 def csv_rows(
@@ -88,10 +99,14 @@ def csv_rows(
   """Yields (line number, row) of a CSV file whose first row must start with `header`.
 
   Rows are returned as the first len(header) fields; a row with fewer fields is an
-  error naming its line.
+  error naming its line. Quoting is strict: a quote left open is an error naming the
+  line where its row starts (not the end of the file, nor the next file read).
   """
-  with open_text(path, encoding) as f:
-    reader = csv.reader(progress(f, desc=f"reading {path.name}", every_s=every_s))
+  with open_binary(path) as f:
+    text = progress(decoded_lines(f, path, encoding), desc=f"reading {path.name}",
+                    every_s=every_s)
+    reader = csv.reader(text, strict=True)
+    start = 1  # the line the row being read starts on
     try:
       first = next(reader, None)
       if first is None or [h.strip().lstrip("\ufeff") for h in first[: len(header)]] != list(
@@ -101,29 +116,32 @@ def csv_rows(
             f"{where(path, 1)}: expected a header starting with {','.join(header)}, "
             f"got {','.join(first or [])!r}"
         )
+      start = reader.line_num + 1
       for row in reader:
-        if not row:
-          continue
-        if len(row) < len(header):
+        if row and len(row) < len(header):
           raise UserError(
-              f"{where(path, reader.line_num)}: malformed row, expected {len(header)} fields "
+              f"{where(path, start)}: malformed row, expected {len(header)} fields "
               f"({','.join(header)}), got {len(row)}"
           )
-        yield reader.line_num, row[: len(header)]
+        if row:
+          yield start, row[: len(header)]
+        start = reader.line_num + 1
     except csv.Error as e:
-      raise UserError(f"{where(path, reader.line_num)}: malformed CSV ({e})") from None
-    except UnicodeDecodeError as e:
-      raise UserError(f"{path}: not {encoding} text ({e.reason} at byte {e.start})") from None
-    except (OSError, EOFError) as e:
-      raise UserError(f"{path}: cannot be read ({e})") from None
+      raise UserError(f"{where(path, start)}: malformed CSV in the row starting on this line "
+                      f"({e}; an unclosed quote?)") from None
 
 
 def parse_float(text: str, what: str, at: str) -> float:
-  """float(text); '' -> NaN (the source has none); anything else is an error at `at`."""
+  """float(text); '' -> NaN (the source has none); anything else, including a written
+  NaN or infinity, is an error at `at`."""
   text = text.strip()
   if not text:
     return float("nan")
   try:
-    return float(text)
+    value = float(text)
   except ValueError:
     raise UserError(f"{at}: malformed {what} {text!r} (expected a number)") from None
+  if not math.isfinite(value):
+    raise UserError(f"{at}: {what} {text!r} is not a finite number (leave the field empty "
+                    f"when the source has none)")
+  return value

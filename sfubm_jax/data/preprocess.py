@@ -9,9 +9,10 @@ Steps, in order (paper §4.2, following LLaRA):
   4. keep each user's most recent `max_seq_len` interactions (chronological);
   5. re-index the kept items densely 1..N (catalogue order); ids become "<domain>:<id>".
 Then leave-one-out (last = test target, second-to-last = validation target) and, per
-evaluated user and split, `num_negatives` items drawn uniformly from the kept items the
-user never interacted with (in the whole source), none sharing a normalised title with
-another candidate, shuffled with the target; the target's position is stored.
+evaluated user and split, a candidate list from `sfubm_jax.data.candidates` (the target
+and `num_negatives` items the user never touched in the stored sequence, shown titles
+distinct), whose target position is stored. The shown titles (`data.titles`) are stored
+with the split.
 
 Pure functions of (RawDomain, PreprocessParams): randomness comes from a
 `np.random.SeedSequence` of (seed, domain name), so the same config gives the same bytes.
@@ -20,19 +21,17 @@ Pure functions of (RawDomain, PreprocessParams): randomness comes from a
 from __future__ import annotations
 
 import dataclasses
-import unicodedata
 import zlib
 from collections.abc import Sequence
 
 import ml_collections
 import numpy as np
 
+from sfubm_jax.data.candidates import CandidateSampler, touched_items
 from sfubm_jax.data.raw import RawDomain
 from sfubm_jax.data.split import DomainSplit
+from sfubm_jax.data.titles import shown_title, title_groups
 from sfubm_jax.errors import UserError
-
-# Draws per rejection-sampling round of the negatives (fixed: part of the random stream).
-_DRAW_BATCH = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +45,7 @@ class PreprocessParams:
   max_seq_len: int
   num_negatives: int
   max_text_chars: int
+  max_title_words: int
   seed: int
 
   @classmethod
@@ -61,6 +61,7 @@ class PreprocessParams:
         max_seq_len=int(d.max_seq_len),
         num_negatives=int(d.num_negatives),
         max_text_chars=int(d.max_text_chars),
+        max_title_words=int(d.max_title_words),
         seed=int(d.seed),
     )
     params.validate()
@@ -75,15 +76,11 @@ class PreprocessParams:
         (self.stratum_width >= 1, "data.stratum_width must be >= 1"),
         (self.num_negatives >= 1, "data.num_negatives must be >= 1"),
         (self.max_text_chars >= 1, "data.max_text_chars must be >= 1"),
+        (self.max_title_words >= 1, "data.max_title_words must be >= 1"),
     ]
     for ok, message in checks:
       if not ok:
         raise UserError(f"config {message}")
-
-
-def normalize_title(title: str) -> str:
-  """NFKC, case-folded, whitespace-collapsed: titles equal under this are duplicates."""
-  return " ".join(unicodedata.normalize("NFKC", title).casefold().split())
 
 
 def rating_mask(rating: np.ndarray, min_rating: float) -> np.ndarray:
@@ -130,46 +127,6 @@ def stratified_sample(
   return kept, table
 
 
-def sample_candidates(
-    target: int,
-    interacted: set[int],
-    groups: np.ndarray,
-    num_items: int,
-    num_negatives: int,
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, int]:
-  """(candidates [num_negatives + 1] in random order, position of `target`).
-
-  Negatives are uniform over items 1..num_items not in `interacted`, drawn by rejection;
-  a draw whose title group (`groups` [N+1]) is already in the list is rejected, so all
-  candidate titles differ. The caller checks that enough title groups are available.
-  """
-  used = {int(groups[target])}
-  negatives: list[int] = []
-  while len(negatives) < num_negatives:
-    for item in rng.integers(1, num_items + 1, size=_DRAW_BATCH).tolist():
-      group = int(groups[item])
-      if item in interacted or group in used:
-        continue
-      negatives.append(item)
-      used.add(group)
-      if len(negatives) == num_negatives:
-        break
-  order = rng.permutation(num_negatives + 1)  # candidates[j] = ([target] + negatives)[order[j]]
-  candidates = np.asarray([target, *negatives], dtype=np.int32)[order]
-  return candidates, int(np.flatnonzero(order == 0)[0])
-
-
-def _available_groups(target: int, interacted: set[int], groups: np.ndarray) -> int:
-  """Distinct title groups among items not in `interacted`, other than the target's."""
-  allowed = np.ones(groups.shape[0], dtype=bool)
-  allowed[0] = False
-  allowed[list(interacted)] = False
-  free = set(np.unique(groups[allowed]).tolist())
-  free.discard(int(groups[target]))
-  return len(free)
-
-
 def preprocess(raw: RawDomain, params: PreprocessParams) -> tuple[DomainSplit, dict]:
   """Steps 1–5, the leave-one-out split and the candidates; returns (split, stats)."""
   name = raw.name
@@ -203,7 +160,6 @@ def preprocess(raw: RawDomain, params: PreprocessParams) -> tuple[DomainSplit, d
   kept_items = np.unique(np.concatenate(raw_seqs))  # [N] raw item indices, ascending
   new_index = np.zeros(len(raw.item_ids), dtype=np.int32)
   new_index[kept_items] = np.arange(1, kept_items.size + 1, dtype=np.int32)
-  num_items = int(kept_items.size)
   num_users = int(users.size)
   lengths = np.array([s.size for s in raw_seqs], dtype=np.int32)  # [U]
   seqs = np.zeros((num_users, params.max_seq_len), dtype=np.int32)  # [U, L] left-padded
@@ -211,38 +167,27 @@ def preprocess(raw: RawDomain, params: PreprocessParams) -> tuple[DomainSplit, d
     seqs[row, params.max_seq_len - s.size:] = new_index[s]
 
   titles = [""] + [raw.titles[i] for i in kept_items.tolist()]  # [N+1]
+  shown = [""] + [shown_title(t, params.max_title_words) for t in titles[1:]]  # [N+1]
   texts = [""] + [_encoder_text(raw.titles[i], raw.descriptions[i], params.max_text_chars)
                   for i in kept_items.tolist()]
-  groups = _title_groups(titles)  # [N+1]
 
-  # Candidates: the user's whole source history is excluded from the negatives.
-  bounds = raw.user_bounds()
+  # Candidates: never-touched items of the stored sequence, shown titles distinct.
+  sampler = CandidateSampler(title_groups(shown), domain=name)
   valid = np.zeros((num_users, params.num_negatives + 1), dtype=np.int32)
   test = np.zeros_like(valid)
   valid_pos = np.zeros(num_users, dtype=np.int32)
   test_pos = np.zeros(num_users, dtype=np.int32)
   rng = np.random.default_rng(negative_seq)
-  num_groups = len(set(groups[1:].tolist()))
-  for row, u in enumerate(users.tolist()):
-    history = new_index[raw.item[bounds[u]:bounds[u + 1]]]
-    interacted = set(history[history > 0].tolist())
+  for row in range(num_users):
+    touched = touched_items(seqs[row])
     for out, pos, target in ((valid, valid_pos, seqs[row, -2]), (test, test_pos, seqs[row, -1])):
-      if num_groups - len(interacted) - 1 < params.num_negatives:
-        available = _available_groups(int(target), interacted, groups)
-        if available < params.num_negatives:
-          raise UserError(
-              f"domain {name!r}: user {raw.user_ids[u]!r} has only {available} items with "
-              f"distinct titles left to sample {params.num_negatives} negatives from; lower "
-              f"data.num_negatives or keep more items"
-          )
-      out[row], pos[row] = sample_candidates(
-          int(target), interacted, groups, num_items, params.num_negatives, rng
-      )
+      out[row], pos[row] = sampler.draw(rng, int(target), touched, params.num_negatives)
 
   split = DomainSplit(
       name=name,
       item_ids=[""] + [f"{name}:{raw.item_ids[i]}" for i in kept_items.tolist()],
       titles=titles,
+      shown_titles=shown,
       texts=texts,
       user_ids=[f"{name}:{raw.user_ids[u]}" for u in users.tolist()],
       seqs=seqs,
@@ -268,14 +213,6 @@ def _encoder_text(title: str, description: str, limit: int) -> str:
   text = f"{title}. {description}" if description else title
   return text[:limit]
 
-
-def _title_groups(titles: Sequence[str]) -> np.ndarray:
-  """[N+1] int64: equal ids <=> equal normalised titles; index 0 (padding) = -1."""
-  ids: dict[str, int] = {}
-  groups = np.full(len(titles), -1, dtype=np.int64)
-  for i, title in enumerate(titles[1:], 1):
-    groups[i] = ids.setdefault(normalize_title(title), len(ids))
-  return groups
 
 
 def assert_disjoint(splits: Sequence[DomainSplit]) -> None:

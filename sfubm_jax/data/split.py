@@ -5,7 +5,8 @@ Written by the `data` stage under `DIR/data/<domain>/` as
               are the validation and test targets), lengths [U] int32,
               {valid,test}_candidates [U, C] int32 (C = 1 + num_negatives, seeded order),
               {valid,test}_target_pos [U] int32 (where the target sits in its list)
-  items.json  {"item_ids": [...], "titles": [...], "texts": [...]}, index 0 = padding
+  items.json  {"item_ids": [...], "titles": [...], "shown_titles": [...], "texts": [...]},
+              index 0 = padding; shown_titles = what prompts show and answers name
   users.json  {"user_ids": [...]} (raw ids, namespaced "<domain>:<id>")
 Item indices are 1..N (0 = padding). Every user is evaluated (lengths >= 3).
 """
@@ -27,7 +28,8 @@ class DomainSplit:
 
   name: str
   item_ids: list[str]  # [N+1] raw ids, item_ids[0] = "" (padding)
-  titles: list[str]  # [N+1] titles for LLM prompts
+  titles: list[str]  # [N+1] full titles
+  shown_titles: list[str]  # [N+1] titles as prompts show them (data.titles.shown_title)
   texts: list[str]  # [N+1] encoder text: title + ". " + description (truncated)
   user_ids: list[str]  # [U]
   seqs: np.ndarray  # [U, L] int32, left-padded
@@ -97,7 +99,8 @@ def save_split(split: DomainSplit, directory: pathlib.Path) -> None:
   )
   io_utils.write_json(
       directory / "items.json",
-      {"item_ids": split.item_ids, "titles": split.titles, "texts": split.texts},
+      {"item_ids": split.item_ids, "titles": split.titles,
+       "shown_titles": split.shown_titles, "texts": split.texts},
   )
   io_utils.write_json(directory / "users.json", {"user_ids": split.user_ids})
 
@@ -113,10 +116,14 @@ def load_split(workdir: pathlib.Path | str, domain: str) -> DomainSplit:
   arrays = io_utils.load_npz(directory / "arrays.npz")
   items = io_utils.read_json(directory / "items.json")
   users = io_utils.read_json(directory / "users.json")
+  if "shown_titles" not in items:
+    raise UserError(f"{directory / 'items.json'} has no shown_titles (written by an older "
+                    f"version); rerun the data stage in a fresh --workdir")
   return DomainSplit(
       name=domain,
       item_ids=items["item_ids"],
       titles=items["titles"],
+      shown_titles=items["shown_titles"],
       texts=items["texts"],
       user_ids=users["user_ids"],
       **arrays,

@@ -1,8 +1,10 @@
 """A client of the federation: encode → perturb → upload; receive → check → keep (SPEC §0).
 
 The client holds its domain's data; the only thing it sends is an `Upload` of ẽ
-(one vector per catalogue item) and the only thing it accepts is a `Reply` that fits
-its catalogue and answers its own last upload.
+(one vector per catalogue item, rows in a client-secret random order) and the only
+thing it accepts is a `Reply` that fits its catalogue and answers its own last upload.
+Its noise key and row order come from its secret (`federation.secret`), never from
+the shared config.
 
 As separate processes (the workdir holds `config.json` and the data stage's output):
 
@@ -17,16 +19,22 @@ import argparse
 import dataclasses
 import pathlib
 import sys
-import zlib
 from collections.abc import Mapping, Sequence
 
-import jax
 import numpy as np
 
 from sfubm_jax import io_utils
 from sfubm_jax.data.split import load_split
 from sfubm_jax.errors import UserError
-from sfubm_jax.federation import artifacts, messages, perturb, privacy, text_encoder
+from sfubm_jax.federation import (
+    artifacts,
+    attacks,
+    messages,
+    perturb,
+    privacy,
+    secret,
+    text_encoder,
+)
 from sfubm_jax.federation.messages import Reply, Upload
 
 
@@ -34,48 +42,86 @@ from sfubm_jax.federation.messages import Reply, Upload
 class PrivacyConfig:
   """The client's perturbation settings (config section `privacy`)."""
 
-  noise_scale: float  # λ (Eq. 2)
+  noise_scale: float  # λ (Eq. 2), > 0
   replace_with: str = "perturbed"  # upload ê_j* or e_j* (SPEC §3)
   tile: int = 2048  # block size of the neighbour search: memory O(tile²)
-  seed: int = 1  # client noise seed (folded with the client name)
+  allow_raw_upload: bool = False  # replace_with="original" puts raw vectors on the wire
+
+  def __post_init__(self):
+    if self.replace_with not in perturb.REPLACE_WITH:
+      raise UserError(f"privacy.replace_with={self.replace_with!r}; use one of "
+                      f"{list(perturb.REPLACE_WITH)}")
+    check_noise_scale(self.noise_scale, "privacy.noise_scale")
+    if self.replace_with == "original" and not self.allow_raw_upload:
+      raise UserError("privacy.replace_with='original' uploads raw text vectors (the server "
+                      "can read every item's exact embedding); set "
+                      "--config.privacy.allow_raw_upload=True to run it anyway, unprotected")
+
+  @property
+  def raw_upload(self) -> bool:
+    return self.replace_with == "original"
 
   @classmethod
   def from_config(cls, section: Mapping) -> PrivacyConfig:
-    replace_with = str(section["replace_with"])
-    if replace_with not in perturb.REPLACE_WITH:
-      raise UserError(
-          f"privacy.replace_with={replace_with!r}; use one of {list(perturb.REPLACE_WITH)}"
-      )
-    return cls(float(section["noise_scale"]), replace_with, int(section["tile"]),
-               int(section["seed"]))
+    return cls(float(section["noise_scale"]), str(section["replace_with"]),
+               int(section["tile"]), bool(section["allow_raw_upload"]))
 
 
-def client_key(seed: int, client: str) -> jax.Array:
-  """The client's noise key: independent of other clients and of domain order."""
-  return jax.random.fold_in(jax.random.key(seed), zlib.crc32(client.encode("utf-8")) & 0x7FFFFFFF)
+def attack_config(section: Mapping) -> attacks.AttackConfig:
+  """The simulated attacker of config section `privacy` (it knows the public mechanism)."""
+  return attacks.AttackConfig(max_items=int(section["attack_items"]),
+                              seed=int(section["attack_seed"]),
+                              replace_with=str(section["replace_with"]), tile=int(section["tile"]))
+
+
+def check_noise_scale(lam: float, field: str) -> None:
+  if not lam > 0:  # also catches NaN
+    raise UserError(f"{field}={lam}: the noise scale λ must be > 0 (λ = 0 uploads the raw "
+                    f"neighbour vectors with no noise)")
 
 
 def make_upload(
-    client: str, e: np.ndarray, config: PrivacyConfig, *, noise_scale: float | None = None
+    client: str, e: np.ndarray, config: PrivacyConfig, client_secret: bytes, *,
+    noise_scale: float | None = None, titles: Sequence[str] | None = None,
+    attack: attacks.AttackConfig | None = None,
 ) -> tuple[Upload, dict[str, float]]:
-  """(Upload of ẽ for items 1..N, privacy figures) from e [N+1, d_t] (row 0 = padding)."""
+  """(Upload of ẽ for items 1..N in secret row order, privacy figures) from e [N+1, d_t].
+
+  With `attack` (and the item `titles` [N+1]) the figures include every attack of
+  `federation.attacks`, scored by the client, which knows which row is which item.
+  """
   items = np.asarray(e[1:], np.float32)  # [N, d_t]
   lam = config.noise_scale if noise_scale is None else noise_scale
+  check_noise_scale(lam, "privacy.sweep λ")
   upload, _ = perturb.perturb(
-      client_key(config.seed, client), items, lam, replace_with=config.replace_with,
+      secret.noise_key(client_secret), items, lam, replace_with=config.replace_with,
       tile=config.tile,
   )
+  upload = np.asarray(upload, np.float32)  # [N, d_t] catalogue order
   figures = privacy.privacy_figures(upload, items, tile=config.tile)
-  figures.update(noise_scale=float(lam), replace_with=config.replace_with)
-  return Upload(client=client, vectors=np.asarray(upload, np.float32)), figures
+  figures.update(noise_scale=float(lam), replace_with=config.replace_with,
+                 unprotected=config.raw_upload)
+  if attack is not None:
+    figures.update(attacks.attack_figures(items, upload, list(titles[1:]), lam, attack))
+  order = secret.upload_order(client_secret, len(items))
+  return Upload(client=client, vectors=upload[order]), figures
 
 
-def accept_reply(reply: Reply, sent: Mapping) -> np.ndarray:
-  """Checks `reply` against the record of the upload sent; returns c [N+1, d_t]."""
+def accept_reply(reply: Reply, sent: Mapping, client_secret: bytes) -> np.ndarray:
+  """Checks `reply` against the record of the upload sent; returns c [N+1, d_t].
+
+  The reply's rows follow the upload's secret order; they are put back in catalogue order.
+  """
   messages.check_reply(
       reply, client=sent["client"], count=sent["count"], dim=sent["dim"], answers=sent["digest"]
   )
-  return artifacts.with_padding_row(reply.vectors)
+  order = secret.upload_order(client_secret, sent["count"])
+  return artifacts.with_padding_row(secret.unpermute(np.asarray(reply.vectors), order))
+
+
+def client_secret(workdir: pathlib.Path, domain: str) -> bytes:
+  """The domain client's secret, kept in its private part of the workdir."""
+  return secret.load_or_create(artifacts.domain_dir(workdir, domain))
 
 
 def encode_domain(
@@ -96,9 +142,13 @@ def prepare(
     workdir: pathlib.Path, domain: str, text_cfg: Mapping, privacy_cfg: Mapping,
     encoder: text_encoder.EncodeFn | None = None,
 ) -> tuple[Upload, dict[str, float]]:
-  """Encodes, perturbs and records locally; returns the Upload to send and its figures."""
+  """Encodes, perturbs and records locally; returns the Upload to send and its figures
+  (with the attacks of `federation.attacks` at the configured λ)."""
+  config = PrivacyConfig.from_config(privacy_cfg)
   e = encode_domain(workdir, domain, text_cfg, encoder)
-  upload, figures = make_upload(domain, e, PrivacyConfig.from_config(privacy_cfg))
+  upload, figures = make_upload(domain, e, config, client_secret(workdir, domain),
+                                titles=load_split(workdir, domain).titles,
+                                attack=attack_config(privacy_cfg))
   directory = artifacts.domain_dir(workdir, domain)
   artifacts.save_array(directory / "local.npy", e)
   io_utils.write_json(directory / "privacy.json", figures)
@@ -116,7 +166,8 @@ def receive(workdir: pathlib.Path, domain: str, reply: Reply) -> np.ndarray:
   if not (directory / "sent.json").exists():
     raise UserError(f"client {domain!r} has sent no upload (no {directory / 'sent.json'}); "
                     f"run the client's upload step first")
-  federated = accept_reply(reply, io_utils.read_json(directory / "sent.json"))
+  federated = accept_reply(reply, io_utils.read_json(directory / "sent.json"),
+                           client_secret(workdir, domain))
   artifacts.save_array(directory / "federated.npy", federated)
   return federated
 

@@ -6,8 +6,11 @@ the server reads only that folder and writes replies and its report to
 what the `client` and `server` command lines do across processes.
 
 Outputs under DIR/federate/: <domain>/{local,federated}.npy (see `artifacts`),
-privacy.json, cluster_report.json, and privacy_sweep.{md,png,json} when
-`config.privacy.sweep` is non-empty. A rerun re-encodes nothing (text cache).
+<domain>/client_secret.bin (the client's secret, `secret`), cluster_report.json,
+privacy.json ({domain: figures at the configured λ, with "by_lambda": {λ: figures}
+for every λ of `config.privacy.sweep`}; figures = sim, reid@1 and the attacks of
+`attacks`), and privacy_sweep.{md,png,json} when the sweep is non-empty. A rerun
+re-encodes nothing (text cache) and reuses each client's secret.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import ml_collections
 from absl import logging
 
 from sfubm_jax import io_utils, results
+from sfubm_jax.data.split import load_split
 from sfubm_jax.federation import artifacts, client, messages, server, sweep, text_encoder
 
 
@@ -33,7 +37,6 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
         outbox=stage_dir / "wire", timeout_s=float(config.federation.timeout_s))
     privacy_figures = {d: io_utils.read_json(artifacts.domain_dir(workdir, d) / "privacy.json")
                        for d in config.domains}
-    io_utils.write_json(stage_dir / "privacy.json", privacy_figures)
   else:
     privacy_figures, report = _file_round(config, workdir, uploads_dir, replies_dir)
   io_utils.write_json(stage_dir / server.REPORT, report)
@@ -43,15 +46,21 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
 
   for domain, figures in privacy_figures.items():
     results.update_results(workdir, "federate", domain,
-                           {"sim": figures["sim"], "reid@1": figures["reid@1"]})
+                           {k: v for k, v in figures.items() if isinstance(v, float)})
 
   if config.privacy.sweep:
     vectors = {d: artifacts.load_item_vectors(workdir, d)[0] for d in config.domains}
     table = sweep.privacy_sweep(
-        vectors, config.privacy.sweep, client.PrivacyConfig.from_config(config.privacy)
+        vectors, config.privacy.sweep, client.PrivacyConfig.from_config(config.privacy),
+        {d: client.client_secret(workdir, d) for d in config.domains},
+        {d: load_split(workdir, d).titles for d in config.domains},
+        client.attack_config(config.privacy),
     )
     sweep.write_sweep(stage_dir, table)
+    for domain, figures in privacy_figures.items():
+      figures["by_lambda"] = {f"{lam:g}": row[domain] for lam, row in table.items()}
     logging.info("privacy sweep:\n%s", sweep.sweep_markdown(table))
+  io_utils.write_json(stage_dir / "privacy.json", privacy_figures)
 
 
 def _file_round(config, workdir, uploads_dir, replies_dir) -> tuple[dict, dict]:
@@ -68,9 +77,9 @@ def _file_round(config, workdir, uploads_dir, replies_dir) -> tuple[dict, dict]:
     )
     messages.write_message(uploads_dir / f"{domain}{messages.SUFFIX}", upload)
     privacy_figures[domain] = figures
-    logging.info("client %s: uploaded %d × %d, sim %.4f, reid@1 %.4f", domain, upload.count,
-                 upload.dim, figures["sim"], figures["reid@1"])
-  io_utils.write_json(stage_dir / "privacy.json", privacy_figures)
+    logging.info("client %s: uploaded %d × %d, sim %.4f, reid@1 %.4f, mech top-10 %.4f",
+                 domain, upload.count, upload.dim, figures["sim"], figures["reid@1"],
+                 figures["mech_top10"])
 
   report = server.serve_directory(
       uploads_dir, replies_dir, server.ServerConfig.from_config(config.server)

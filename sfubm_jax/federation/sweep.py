@@ -1,7 +1,8 @@
-"""The λ privacy sweep (paper Table 5): sim and reid@1 per domain for several λ.
+"""The λ privacy sweep (paper Table 5, extended): sim and every attack per domain and λ.
 
-Each client's noise key is the same for every λ (only the scale changes), so the rows
-differ by λ alone. Outputs a Markdown table in the paper's layout and a PNG plot.
+Each client's noise key (its secret) is the same for every λ (only the scale changes),
+so the rows differ by λ alone. Outputs a Markdown table (one row per λ and domain), and
+a PNG of privacy against utility: kept semantics (sim) and attack success over λ.
 """
 
 from __future__ import annotations
@@ -13,39 +14,51 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from sfubm_jax import io_utils
-from sfubm_jax.federation import client
+from sfubm_jax.federation import attacks, client
+
+# (figure key, column label) of the sweep table and the attack panel of the plot.
+COLUMNS = (
+    ("sim", "sim"), ("reid@1", "reid@1"), ("mech_top1", "mech top-1"),
+    ("mech_top10", "mech top-10"), ("mech_mrr", "mech MRR"), ("ridge_top1", "ridge top-1"),
+    ("ridge_top10", "ridge top-10"), ("mlp_top1", "MLP top-1"), ("mlp_top10", "MLP top-10"),
+    ("bow_f1", "BoW F1"),
+)
+ATTACK_CURVES = ("reid@1", "mech_top10", "ridge_top10", "mlp_top10", "bow_f1")
 
 
 def privacy_sweep(
-    vectors: Mapping[str, np.ndarray], lambdas: Sequence[float], config: client.PrivacyConfig
+    vectors: Mapping[str, np.ndarray], lambdas: Sequence[float], config: client.PrivacyConfig,
+    secrets: Mapping[str, bytes], titles: Mapping[str, Sequence[str]],
+    attack: attacks.AttackConfig,
 ) -> dict[float, dict[str, dict[str, float]]]:
-  """{λ: {domain: {sim, reid@1, ...}}} for e [N+1, d_t] per domain."""
+  """{λ: {domain: {sim, reid@1, attacks...}}} for e [N+1, d_t] and titles [N+1] per domain."""
   table: dict[float, dict[str, dict[str, float]]] = {}
   for lam in lambdas:
     table[float(lam)] = {
-        domain: client.make_upload(domain, e, config, noise_scale=float(lam))[1]
+        domain: client.make_upload(domain, e, config, secrets[domain], noise_scale=float(lam),
+                                   titles=titles[domain], attack=attack)[1]
         for domain, e in vectors.items()
     }
   return table
 
 
+def _cell(row: Mapping, key: str) -> str:
+  value = row.get(key)
+  return "–" if value is None else f"{value:.4f}"
+
+
 def sweep_markdown(table: Mapping[float, Mapping[str, Mapping[str, float]]]) -> str:
-  """Rows λ (descending), per domain the columns sim and reid@1."""
+  """One row per (λ descending, domain); columns sim, reid@1 and the attacks."""
   lambdas = sorted(table, reverse=True)
-  domains = list(table[lambdas[0]])
-  head = "| λ | " + " | ".join(f"{d} sim | {d} reid@1" for d in domains) + " |"
-  rule = "|---|" + "---|---|" * len(domains)
-  rows = [
-      f"| {lam:g} | "
-      + " | ".join(f"{table[lam][d]['sim']:.4f} | {table[lam][d]['reid@1']:.4f}" for d in domains)
-      + " |"
-      for lam in lambdas
-  ]
+  head = "| λ | domain | " + " | ".join(label for _, label in COLUMNS) + " |"
+  rule = "|---|---|" + "---:|" * len(COLUMNS)
+  rows = [f"| {lam:g} | {d} | " + " | ".join(_cell(table[lam][d], k) for k, _ in COLUMNS) + " |"
+          for lam in lambdas for d in table[lam]]
   return "\n".join([head, rule, *rows]) + "\n"
 
 
 def sweep_png(table: Mapping[float, Mapping[str, Mapping[str, float]]]) -> bytes:
-  """Two panels over λ (log axis): sim and reid@1, one line per domain."""
+  """Privacy vs utility over λ (log axis): sim per domain; attack success per domain."""
   import matplotlib
 
   matplotlib.use("Agg")
@@ -53,17 +66,25 @@ def sweep_png(table: Mapping[float, Mapping[str, Mapping[str, float]]]) -> bytes
 
   lambdas = sorted(table)
   domains = list(table[lambdas[0]])
-  fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-  for metric, ax in zip(("sim", "reid@1"), axes):
-    for d in domains:
-      ax.plot(lambdas, [table[lam][d][metric] for lam in lambdas], marker="o", label=d)
+  styles = ["-", "--", ":", "-."]
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  for k, d in enumerate(domains):
+    axes[0].plot(lambdas, [table[lam][d]["sim"] for lam in lambdas], marker="o", label=d,
+                 linestyle=styles[k % len(styles)])
+    for c, key in enumerate(ATTACK_CURVES):
+      values = [table[lam][d].get(key, np.nan) for lam in lambdas]
+      axes[1].plot(lambdas, values, marker="o", color=f"C{c}", linestyle=styles[k % len(styles)],
+                   label=f"{key} ({d})")
+  for ax, title in zip(axes, ("utility kept: sim = mean cos(e_i, ẽ_i)",
+                              "attack success (higher = less private)")):
     ax.set_xscale("log")
     ax.set_xlabel("noise scale λ")
-    ax.set_ylabel(metric)
     ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-  axes[0].legend()
-  fig.suptitle("Client-side perturbation: kept semantics (sim) vs re-identification")
+  axes[0].legend(fontsize=8)
+  axes[1].legend(fontsize=6, ncol=2)
+  fig.suptitle("Client-side perturbation: privacy vs utility")
   fig.tight_layout()
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=110)

@@ -11,26 +11,14 @@ name the target, over all users (the paper's figure) and over valid answers only
 
 from __future__ import annotations
 
-import re
-import string
-import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
 
-_QUOTES = "\"'`\u2018\u2019\u201c\u201d\u00ab\u00bb"
-_STRIP = string.punctuation + string.whitespace + "\u2026\u2013\u2014"
-_WS = re.compile(r"\s+")
+from sfubm_jax.data.titles import normalize
+
 RULES = ("exact", "contains")
-
-
-def normalize(text: str) -> str:
-  """The comparison form of a title or a generation."""
-  text = text.split("\n", 1)[0]
-  text = unicodedata.normalize("NFKC", text).lower()
-  text = text.translate({ord(q): None for q in _QUOTES})
-  text = _WS.sub(" ", text).strip(_STRIP)
-  return _WS.sub(" ", text).strip()
+__all__ = ["RULES", "choose", "generation_metrics", "normalize"]
 
 
 def choose(output: str, candidate_titles: Sequence[str], rule: str = "exact") -> int:

@@ -21,7 +21,9 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding
 
+from sfubm_jax.data.candidates import CandidateSampler
 from sfubm_jax.data.split import DomainSplit, load_split
+from sfubm_jax.data.titles import title_groups
 from sfubm_jax.errors import UserError
 from sfubm_jax.llm import prompts, stage2, variants
 from sfubm_jax.models.causal_lm import backbone
@@ -87,9 +89,10 @@ class DomainContext:
   llm_params: Any
   train_mode: str
   mesh: Any
-  title_tokens: list[list[int]]
-  display_titles: list[str]  # decoded truncated titles: what prompts show, answers name
+  title_tokens: list[list[int]]  # [N+1] token ids of " " + shown title
+  display_titles: list[str]  # [N+1] the split's shown titles: what prompts show, answers name
   _user_encoder: Any = None
+  _sampler: Any = None
 
   @property
   def pad_id(self) -> int:
@@ -108,23 +111,17 @@ class DomainContext:
         bos_id=int(self.tokenizer.bos_token_id), eos_id=self.eos_id, slot_id=self.pad_id,
         soft_prompts=soft_prompts)
 
+  @property
+  def answer_len(self) -> int:
+    """Tokens of the longest answer: a shown title and eos."""
+    return max(len(t) for t in self.title_tokens) + 1
+
   def sample_candidates(self, rng: np.random.Generator, target: int, touched: set[int],
                         num_negatives: int) -> np.ndarray:
-    """Target + `num_negatives` never-touched items, all display titles distinct, shuffled."""
-    n = self.split.num_items
-    chosen, titles = [target], {self.display_titles[target]}
-    for _ in range(100 * (num_negatives + 1)):
-      if len(chosen) == num_negatives + 1:
-        break
-      item = int(rng.integers(1, n + 1))
-      if item in touched or self.display_titles[item] in titles:
-        continue
-      chosen.append(item)
-      titles.add(self.display_titles[item])
-    if len(chosen) != num_negatives + 1:
-      raise UserError(f"domain {self.domain!r}: cannot draw {num_negatives} negatives with "
-                      "distinct titles; lower config.data.num_negatives")
-    return rng.permutation(np.asarray(chosen, np.int32))
+    """The data stage's sampler (`data.candidates`): target + never-touched negatives."""
+    if self._sampler is None:
+      self._sampler = CandidateSampler(title_groups(self.display_titles), domain=self.domain)
+    return self._sampler.draw(rng, target, touched, num_negatives)[0]
 
   def user_vectors(self, history: np.ndarray) -> np.ndarray:
     """r_u [U, d] from the frozen SASRec (export.make_user_encoder)."""
@@ -141,13 +138,10 @@ def load_context(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   tokenizer = load_tokenizer(config, workdir)
   mesh = make_mesh(config.mesh.shape)
   llm_config, llm_params, mode = load_llm(config, tokenizer, mesh)
-  cut = config.llm.max_title_tokens
-  title_tokens = [[]] + [tokenizer.encode(" " + t.strip(), add_special_tokens=False)[:cut]
-                         for t in split.titles[1:]]
-  display = [""] + [tokenizer.decode(t, skip_special_tokens=True).strip()
-                    for t in title_tokens[1:]]
+  title_tokens = [[]] + [tokenizer.encode(" " + t, add_special_tokens=False)
+                         for t in split.shown_titles[1:]]
   return DomainContext(config, workdir, domain, split, tokenizer, llm_config, llm_params, mode,
-                       mesh, title_tokens, display)
+                       mesh, title_tokens, list(split.shown_titles))
 
 
 @dataclasses.dataclass

@@ -84,10 +84,10 @@ def evaluate_variant(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   cands, target_pos = ctx.split.candidates("test")
   ps = [builder.build(h, c) for h, c in zip(hist, cands)]
   length = prompts.round_up(max(len(p.ids) for p in ps))
-  prompts.check_length(length + max(hp.max_new_tokens, hp.max_title_tokens + 1),
+  prompts.check_length(length + max(hp.max_new_tokens, ctx.answer_len),
                        hp.max_seq_len)
   slots = max(1, max(len(p.item_slots) for p in ps))
-  ans, ans_mask = answer_arrays(ctx, builder, cands, hp.max_title_tokens + 1)
+  ans, ans_mask = answer_arrays(ctx, builder, cands, ctx.answer_len)
   bs = hp.eval_batch_size
   if bs % batch_divisor(ctx.mesh):
     raise UserError(f"config.llm.eval_batch_size={bs} is not a multiple of the "

@@ -2,7 +2,7 @@
 
 A prompt is built from the config template (fields {noun}, {history}, {user},
 {candidates}) without ever tokenising a slot marker: text pieces are tokenised
-separately and concatenated, and each item title (cut to `max_title_tokens` tokens) is
+separately and concatenated, and each item's shown title (SPEC §1, stored with the split) is
 followed by one slot position whose input embedding Stage 2 replaces with P_i(ẽ_i); the
 {user} field is one slot replaced with P_u(r_u). Without soft prompts (`llm_only`) the
 same items appear as titles only and the template must have no {user} field.
@@ -111,7 +111,7 @@ def check_length(length: int, limit: int) -> None:
   if length > limit:
     raise UserError(
         f"a prompt needs {length} tokens, more than config.llm.max_seq_len={limit}; raise it "
-        "(and the LLM's max_position_embeddings) or lower config.llm.max_title_tokens"
+        "(and the LLM's max_position_embeddings) or lower config.data.max_title_words"
     )
 
 

@@ -29,6 +29,7 @@ from absl import logging
 
 from sfubm_jax import io_utils
 from sfubm_jax.checkpoint import Checkpointer
+from sfubm_jax.data.candidates import touched_items
 from sfubm_jax.errors import UserError
 from sfubm_jax.llm import prompts, stage2
 from sfubm_jax.llm.context import DomainContext, VariantParts, build_parts, load_context
@@ -87,7 +88,7 @@ def training_examples(ctx: DomainContext, num_negatives: int, seed: int,
   cands = np.empty((len(target), num_negatives + 1), np.int32)
   for k, (u, t) in enumerate(zip(users, target)):
     if u not in touched:
-      touched[u] = set(ctx.split.seqs[u].tolist())
+      touched[u] = touched_items(ctx.split.seqs[u])
     cands[k] = ctx.sample_candidates(rng, int(t), touched[u], num_negatives)
   return {"history": history, "target": target, "candidates": cands,
           "target_pos": np.argmax(cands == target[:, None], axis=1).astype(np.int32)}

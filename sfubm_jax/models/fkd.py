@@ -7,6 +7,7 @@ local vectors X that L_txt reconstructs.
 
   factual         M  = f_id(H) − f_t(C_u)              H = SASRec(S_u)
   counterfactual  M' = f_id(SASRec(S')) − f_t(C'_u)    S' = items u never touched
+                                                       (train, validation or test)
   L_KD  = ‖M − stop_gradient(M')‖²     L_id = ‖g_id(f_id(H)) − H‖²
   L_txt = ‖g_t(f_t(C_u)) − X_u‖²       L_rec = −log softmax_i(r_t · ẽ_i)[v_{t+1}]
   ẽ_i   = w_id·E^id_i + w_t·f_t(c_i)   (residual fusion, the ID Encoding Layer)
@@ -146,15 +147,18 @@ def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
   return (per_row * has_any).sum() / jnp.maximum(has_any.sum(), 1.0)
 
 
-def sample_counterfactual(key: jax.Array, seqs: jax.Array, num_items: int) -> jax.Array:
-  """S'_u: at each real position of `seqs`, an item drawn uniformly from 1..N minus the row's items.
+def sample_counterfactual(key: jax.Array, seqs: jax.Array, touched: jax.Array,
+                          num_items: int) -> jax.Array:
+  """S'_u: at each real position of `seqs`, an item drawn uniformly from 1..N minus `touched`.
 
+  `touched` [B, T] holds every item of the user's stored sequence (training items and
+  the validation and test targets; 0 = padding), so S' never contains a held-out target.
   Draws are independent (with replacement across positions); padding stays where it is.
   The k-th untouched item is found by stepping k+1 over the row's sorted distinct items.
   seqs [B, L] int32 (0 = padding) -> [B, L] int32.
   """
   sentinel = num_items + 1
-  touched = jnp.sort(jnp.where(seqs > 0, seqs, sentinel), axis=-1)  # [B, L]
+  touched = jnp.sort(jnp.where(touched > 0, touched, sentinel), axis=-1)  # [B, T]
   repeat = jnp.concatenate(
       [jnp.zeros_like(touched[:, :1], bool), touched[:, 1:] == touched[:, :-1]], axis=-1
   )
@@ -162,7 +166,7 @@ def sample_counterfactual(key: jax.Array, seqs: jax.Array, num_items: int) -> ja
   num_free = num_items - (touched < sentinel).sum(-1, keepdims=True)  # [B, 1]
   rank = jax.random.randint(key, seqs.shape, 0, num_free)  # [B, L] in [0, num_free)
   item = rank + 1
-  for j in range(seqs.shape[1]):
+  for j in range(touched.shape[1]):
     item = item + (touched[:, j : j + 1] <= item)
   return jnp.where(seqs > 0, item, 0).astype(jnp.int32)
 
@@ -200,7 +204,8 @@ def fkd_loss(
 
   frozen: {"sasrec": SASRec params, "item_emb": E^id [N+1, d], "text_in": C or X
   [N+1, d_t] (what f_t reads), "text_local": X [N+1, d_t] (what g_t reconstructs)}.
-  batch: {"seqs": [B, L] int32 left-padded}; `key` draws the counterfactual sequences.
+  batch: {"seqs": [B, L] int32 left-padded training histories, "touched": [B, T] every
+  item of each user's stored sequence}; `key` draws the counterfactual sequences.
   rec_capacity: L_rec's gather buffer (`position_ce.position_capacity` of the run's
   batches; None = every position; "last" needs only B).
   Returns (L, aux) with aux holding every term.
@@ -211,7 +216,7 @@ def fkd_loss(
   h = hp.encode(frozen["sasrec"], seqs)  # [B, L, d]
   m, z_id, z_t = mediator(params, hp, h, frozen["text_in"][seqs])
 
-  cf = sample_counterfactual(key, seqs, num_items)  # [B, L]
+  cf = sample_counterfactual(key, seqs, jnp.asarray(batch["touched"]), num_items)  # [B, L]
   h_cf = hp.encode(frozen["sasrec"], cf)  # [B, L, d]
   m_cf, _, _ = mediator(params, hp, h_cf, frozen["text_in"][cf])
   if hp.teacher == "stop_gradient":

@@ -12,6 +12,11 @@ so that the output at a real position depends only on the real items up to it:
 - positions are counted from the right end (the last slot is position 1, padding is
   position 0), so the same history gets the same outputs whatever its left padding; with
   a fixed window this is the reference's slot numbering reversed;
+- positions older than `positions` share the last row (position ids are clamped to
+  `positions`): pre-training inputs hold at most `positions` items (the training history
+  without its last item), while validation and test histories hold one and two more, so
+  without the clamp their oldest items would be encoded with rows no gradient ever
+  reached (SPEC §5: every parameter used at evaluation was trained);
 - padding keys are masked out of attention (the reference only masks causally and lets
   padding slots, zeroed but carrying projection biases, take part).
 Row 0 of the item table (padding) is initialised to zeros and never receives gradient
@@ -36,10 +41,15 @@ def padded_embedding_init(key, shape, dtype=jnp.float32):
   return table.at[0].set(0.0)
 
 
-def right_positions(seqs: jax.Array) -> jax.Array:
-  """Position ids counted from the right end: last slot 1, ..., padding 0. [B, L] int32."""
+def right_positions(seqs: jax.Array, positions: int | None = None) -> jax.Array:
+  """Position ids counted from the right end: last slot 1, ..., padding 0. [B, L] int32.
+
+  With `positions` set, ids above it are clamped to it (the oldest items share a row).
+  """
   length = seqs.shape[1]
   pos = length - jnp.arange(length, dtype=jnp.int32)  # [L]: L, ..., 1
+  if positions is not None:
+    pos = jnp.minimum(pos, positions)
   return jnp.where(seqs != 0, pos[None, :], 0)
 
 
@@ -97,6 +107,8 @@ class SASRec(nn.Module):
   """Self-attentive sequential recommender; `__call__` returns all position outputs.
 
   seqs [B, L] int32 left-padded item ids (0 = padding), L <= max_len -> H [B, L, d].
+  `positions` (0 = max_len) is the number of learned position rows besides padding's:
+  the longest training input; older items share row `positions`.
   """
 
   num_items: int
@@ -105,10 +117,15 @@ class SASRec(nn.Module):
   num_heads: int = 1
   dropout: float = 0.2
   max_len: int = 10
+  positions: int = 0
+
+  @property
+  def num_positions(self) -> int:
+    return self.positions or self.max_len
 
   def setup(self):
     self.item_emb = nn.Embed(self.num_items + 1, self.dim, embedding_init=padded_embedding_init)
-    self.pos_emb = nn.Embed(self.max_len + 1, self.dim, embedding_init=xavier)
+    self.pos_emb = nn.Embed(self.num_positions + 1, self.dim, embedding_init=xavier)
     self.emb_dropout = nn.Dropout(self.dropout)
     self.blocks = [
         SASRecBlock(self.dim, self.num_heads, self.dropout, name=f"block_{i}")
@@ -121,7 +138,7 @@ class SASRec(nn.Module):
       raise ValueError(f"sequence length {seqs.shape[1]} exceeds max_len {self.max_len}")
     timeline = (seqs != 0)[..., None].astype(jnp.float32)  # [B, L, 1]
     x = self.item_emb(seqs) * math.sqrt(self.dim)  # [B, L, d]
-    x = x + self.pos_emb(right_positions(seqs))
+    x = x + self.pos_emb(right_positions(seqs, self.num_positions))
     x = self.emb_dropout(x, deterministic=deterministic) * timeline
     mask = attention_mask(seqs)  # [B, 1, L, L]
     for block in self.blocks:

@@ -70,7 +70,7 @@ def load_domain(workdir: pathlib.Path, domain: str) -> tuple[fkd.Encoder, FKDDat
   data = FKDData(
       sasrec_params=params, item_emb=item_emb,
       local=np.asarray(local, np.float32), federated=np.asarray(federated, np.float32),
-      train_seqs=split.history("train")[0],
+      train_seqs=split.history("train")[0], touched=split.seqs,
       valid=(split.history("valid")[0], *split.candidates("valid")),
       test=(split.history("test")[0], *split.candidates("test")),
   )

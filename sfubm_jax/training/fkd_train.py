@@ -57,6 +57,7 @@ class FKDData:
   local: np.ndarray  # [N+1, d_t] X, raw normalised text vectors (never uploaded)
   federated: np.ndarray  # [N+1, d_t] C, synchronised centroids
   train_seqs: np.ndarray  # [U, L] training histories (no valid/test target)
+  touched: np.ndarray  # [U, L] stored sequences (with the targets): what S' excludes
   valid: tuple[np.ndarray, np.ndarray, np.ndarray]  # history [U, L], cands [U, C], pos [U]
   test: tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -86,13 +87,19 @@ def frozen_inputs(data: FKDData, switches: fkd.Switches) -> dict[str, Any]:
 
 def make_train_step(hp: fkd.FKDHParams, tx: optax.GradientTransformation, base_key: jax.Array,
                     rec_capacity: int | None = None):
-  """(state {"params","opt","step"}, frozen, seqs [B, L]) -> (state, loss)."""
+  """(state {"params","opt","step"}, frozen, rows [B, 2L]) -> (state, loss).
 
-  def step(state, frozen, seqs):
+  rows = [training history | stored sequence] side by side (`batch_rows`), so one
+  seeded permutation orders both.
+  """
+
+  def step(state, frozen, rows):
     key = jax.random.fold_in(base_key, state["step"])
+    half = rows.shape[1] // 2
+    batch = {"seqs": rows[:, :half], "touched": rows[:, half:]}
     grad_fn = jax.value_and_grad(
-        lambda p: fkd.fkd_loss(p, frozen, {"seqs": seqs}, key=key, hp=hp,
-                               rec_capacity=rec_capacity), has_aux=True
+        lambda p: fkd.fkd_loss(p, frozen, batch, key=key, hp=hp, rec_capacity=rec_capacity),
+        has_aux=True
     )
     (loss, _), grads = grad_fn(state["params"])
     updates, opt = tx.update(grads, state["opt"], state["params"])
@@ -100,6 +107,13 @@ def make_train_step(hp: fkd.FKDHParams, tx: optax.GradientTransformation, base_k
     return {"params": params, "opt": opt, "step": state["step"] + 1}, loss
 
   return step
+
+
+def batch_rows(data: FKDData) -> np.ndarray:
+  """[U, 2L]: each user's training history beside the stored sequence S' must avoid."""
+  if data.touched.shape != data.train_seqs.shape:
+    raise ValueError(f"touched {data.touched.shape} != train_seqs {data.train_seqs.shape}")
+  return np.concatenate([data.train_seqs, data.touched], axis=1).astype(np.int32)
 
 
 def user_vectors(encode: fkd.Encoder, sasrec_params, hist: np.ndarray, batch_size: int):
@@ -167,7 +181,7 @@ def train_fkd(
   result = trainer.train_loop(
       state,
       lambda s, seqs: step(s, frozen, seqs),
-      lambda epoch: epoch_batches(data.train_seqs, tc.batch_size, tc.seed, epoch),
+      lambda epoch: epoch_batches(batch_rows(data), tc.batch_size, tc.seed, epoch),
       evaluate,
       ckpt_dir,
       loop,

@@ -8,7 +8,8 @@ write, under `DIR/pretrain/<domain>/<model>/`,
   model.json      the model constructor arguments
   history.json    per-epoch training loss and validation metrics (for plots)
   metrics.json    {"valid": ..., "test": ..., "best_epoch": ..., "seconds": ...}
-and merge the test metrics into `DIR/results.json` under "sasrec" / "gru4rec". A model
+and merge the test metrics into `DIR/results.json` under "sasrec" / "gru4rec", beside
+those of the `pop` floor (training-set frequency, `training.popularity`). A model
 whose metrics.json exists is done and skipped on rerun.
 """
 
@@ -29,6 +30,7 @@ from sfubm_jax.data.split import DomainSplit, load_split
 from sfubm_jax.results import update_results
 from sfubm_jax.training import seqrec_train as st
 from sfubm_jax.training.position_ce import position_capacity
+from sfubm_jax.training.popularity import evaluate_pop
 from sfubm_jax.training.trainer import LoopConfig, LoopResult, train_loop
 
 STAGE = "pretrain"
@@ -36,6 +38,13 @@ STAGE = "pretrain"
 
 def model_dir(workdir: pathlib.Path, domain: str, kind: str) -> pathlib.Path:
   return pathlib.Path(workdir).absolute() / STAGE / domain / kind
+
+
+def spec_for(kind: str, section, split: DomainSplit) -> dict:
+  """Constructor arguments of `kind` on `split`: SASRec learns as many position rows as
+  the longest training input holds items (`seqrec_train.trained_positions`)."""
+  return st.model_spec(kind, section, split.num_items, split.max_len,
+                       st.trained_positions(split.history("train")[0]))
 
 
 def train_model(
@@ -84,6 +93,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
   mesh = sharding.make_mesh(config.mesh.shape)
   for domain in config.domains:
     split = load_split(workdir, domain)
+    update_results(workdir, "pop", domain, evaluate_pop(split, "test", config.data.seed))
     for kind in st.MODELS:
       out = model_dir(workdir, domain, kind)
       if (out / "metrics.json").exists():
@@ -92,7 +102,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
         logging.info("%s/%s: done earlier, test %s", kind, domain, metrics["test"])
         continue
       section = config[kind]
-      spec = st.model_spec(kind, section, split.num_items, split.max_len)
+      spec = spec_for(kind, section, split)
       start = time.time()
       result, test = train_model(
           kind, spec, st.hparams(section), split, mesh, out / "ckpt",

@@ -47,11 +47,26 @@ class TrainHParams:
   eval_batch_size: int = 512
 
 
-def model_spec(kind: str, section, num_items: int, max_len: int) -> dict[str, Any]:
-  """The constructor arguments of model `kind` (saved beside its params for export)."""
+def trained_positions(train_seqs: np.ndarray) -> int:
+  """Real items in the longest training input: train history [U, L] minus its last item.
+
+  SASRec learns this many position rows; evaluation histories (one or two items longer)
+  clamp their oldest positions to the last of them, so none is used untrained.
+  """
+  longest = int((np.asarray(train_seqs) != 0).sum(1).max(initial=0))
+  return max(1, longest - 1)
+
+
+def model_spec(kind: str, section, num_items: int, max_len: int,
+               positions: int = 0) -> dict[str, Any]:
+  """The constructor arguments of model `kind` (saved beside its params for export).
+
+  `positions` (SASRec only): `trained_positions` of the training histories; 0 = max_len.
+  """
   if kind == "sasrec":
     return dict(num_items=num_items, dim=section.dim, num_blocks=section.num_blocks,
-                num_heads=section.num_heads, dropout=section.dropout, max_len=max_len)
+                num_heads=section.num_heads, dropout=section.dropout, max_len=max_len,
+                positions=positions)
   if kind == "gru4rec":
     return dict(num_items=num_items, dim=section.dim, num_layers=section.num_layers,
                 dropout=section.dropout, max_len=max_len)

@@ -30,7 +30,9 @@ def test_unknown_domains_get_defaults():
   assert c.llm.domains == ("arts",)
   config_check.check(c)
   cpu = load_config("pair", "arts,office,cpu")
-  assert dict(cpu.data.max_users) == {"arts": 1000, "office": 1000}  # 0 is capped too
+  cap = load_config("food_kitchen", "cpu").data.max_users.food  # a paper count is kept
+  assert cap == 12689
+  assert set(dict(cpu.data.max_users).values()) == {10000}  # 0 (keep all) is capped
   three = load_config("pair", "arts,office,toys")
   assert three.domains == ("arts", "office", "toys") and "toys" in three.data.sources
 

@@ -12,17 +12,16 @@ from sfubm_jax.data.canonical import read_canonical
 from sfubm_jax.data.preprocess import (
     PreprocessParams,
     assert_disjoint,
-    normalize_title,
     preprocess,
-    sample_candidates,
     stratum_quotas,
 )
+from sfubm_jax.data.titles import normalize
 from sfubm_jax.errors import UserError
 
 
 def params(**overrides):
   base = dict(min_rating=3.0, min_user_len=5, max_users=0, stratum_width=5, max_seq_len=10,
-              num_negatives=19, max_text_chars=40, seed=0)
+              num_negatives=19, max_text_chars=40, max_title_words=12, seed=0)
   base.update(overrides)
   return PreprocessParams(**base)
 
@@ -143,11 +142,12 @@ def test_stratified_sampling_counts_per_stratum(domain):
 
 
 def test_candidates(tmp_path):
-  # Duplicate titles up to case/space/NFKC ("ﬁ" ligature), and a history with a low
-  # rating and old items that truncation drops: they must never be negatives either.
+  # Duplicate titles up to case/space/NFKC ("ﬁ" ligature) and titles equal only once
+  # cut to the shown 3 words ("Long Name One Extra ..."): never twice in a list.
   items = [(f"i{k}", f"Title {k % 30}", "") for k in range(60)]
   items += [("x1", "Same  Name", ""), ("x2", "same name", ""), ("x3", "SAME NAME ", ""),
-            ("x4", "ﬁne", ""), ("x5", "fine", "")]
+            ("x4", "ﬁne", ""), ("x5", "fine", ""), ("x6", "Long Name One Extra", ""),
+            ("x7", "long name one, other", ""), ("x8", '"Long Name One" Third', "")]
   rng = np.random.default_rng(3)
   rows = []
   for u in range(40):
@@ -155,10 +155,8 @@ def test_candidates(tmp_path):
     for k, p in enumerate(picks):
       rows.append((f"u{u}", items[p][0], str(k), "1" if k == 5 else "4"))
   raw = read_canonical("shop", write_canonical(tmp_path, items, rows))
-  split, _ = preprocess(raw, params(max_seq_len=8))
-  full_history = {}
-  for user, item, _, _ in rows:
-    full_history.setdefault(f"shop:{user}", set()).add(f"shop:{item}")
+  split, _ = preprocess(raw, params(max_seq_len=8, max_title_words=3))
+  assert split.shown_titles[1:] == [" ".join(t.split()[:3]) for t in split.titles[1:]]
   seqs = split.seqs
   for which, target_col in (("valid", -2), ("test", -1)):
     cands, pos = split.candidates(which)
@@ -168,32 +166,12 @@ def test_candidates(tmp_path):
       assert c[pos[row]] == seqs[row, target_col]  # the target sits at target_pos
       assert ((c >= 1) & (c <= split.num_items)).all()
       assert len(set(c.tolist())) == 20
-      negatives = [split.item_ids[i] for k, i in enumerate(c) if k != pos[row]]
-      assert not set(negatives) & full_history[split.user_ids[row]]  # never interacted
-      titles = [normalize_title(split.titles[i]) for i in c]
-      assert len(set(titles)) == 20  # titles unique within a list
+      negatives = [int(i) for k, i in enumerate(c) if k != pos[row]]
+      assert not set(negatives) & set(seqs[row].tolist())  # train, valid, test: untouched
+      shown = [normalize(split.shown_titles[i]) for i in c]
+      assert len(set(shown)) == 20  # shown titles unique within a list
   # The target position is spread over the list (a seeded shuffle, not always 0).
   assert len(set(split.test_target_pos.tolist())) > 5
-
-
-def test_normalize_title():
-  assert normalize_title("  The\tMatrix ") == normalize_title("the matrix")
-  assert normalize_title("ﬁne") == "fine" and normalize_title("Straße") == "strasse"
-
-
-def test_negatives_are_uniform_over_allowed_items():
-  groups = np.arange(31)  # all titles distinct; item 0 = padding
-  rng = np.random.default_rng(0)
-  counts = np.zeros(31)
-  interacted = {1, 2, 3, 4, 5}
-  for _ in range(3000):
-    cands, pos = sample_candidates(1, interacted, groups, 30, 1, rng)
-    counts[cands[1 - pos]] += 1
-  assert counts[list(interacted)].sum() == 0 and counts[0] == 0
-  allowed = counts[6:]
-  expected = 3000 / 25
-  chi2 = ((allowed - expected) ** 2 / expected).sum()
-  assert chi2 < 52.6  # 24 degrees of freedom, p = 0.001
 
 
 def test_determinism_and_impossible_negatives(tmp_path, domain):
@@ -208,7 +186,7 @@ def test_determinism_and_impossible_negatives(tmp_path, domain):
   items = [(f"i{k}", f"Title {k % 8}", "") for k in range(40)]
   rows = [(f"u{u}", f"i{(u + k) % 40}", str(k), "") for u in range(5) for k in range(6)]
   small = read_canonical("tiny", write_canonical(tmp_path / "t", items, rows))
-  with pytest.raises(UserError, match="distinct titles left to sample 19 negatives"):
+  with pytest.raises(UserError, match="distinct shown titles to sample 19 negatives"):
     preprocess(small, params(max_seq_len=6))
 
 

@@ -153,16 +153,16 @@ def test_movielens_csv_quoted_titles(tmp_path):
 
 def test_canonical_file_order_is_authoritative(tmp_path):
   items = [("i1", "One", ""), ("i2", "Two &amp; kept as is", "d2"), ("i3", "Three", "")]
-  rows = [  # u1's rows are split by u2's and its timestamps are not sorted: kept as given.
-      ("u1", "i3", "500", ""),
+  rows = [  # u1's rows are split by u2's and two share a time: kept in file order.
+      ("u1", "i3", "100", ""),
       ("u2", "i1", "", "4.5"),
-      ("u1", "i1", "100", "2"),
+      ("u1", "i1", "500", "2"),
       ("u2", "i2", "", ""),
-      ("u1", "i2", "100", "5"),
+      ("u1", "i2", "500", "5"),
   ]
   raw = read_canonical("d", write_canonical(tmp_path, items, rows))
   assert per_user(raw) == {
-      "u1": [("i3", 500.0, None), ("i1", 100.0, 2.0), ("i2", 100.0, 5.0)],
+      "u1": [("i3", 100.0, None), ("i1", 500.0, 2.0), ("i2", 500.0, 5.0)],
       "u2": [("i1", None, 4.5), ("i2", None, None)],
   }
   assert catalogue(raw)["i2"] == ("Two &amp; kept as is", "d2")

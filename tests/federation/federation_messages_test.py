@@ -10,7 +10,7 @@ import pytest
 
 from sfubm_jax.data.split import DomainSplit
 from sfubm_jax.errors import UserError
-from sfubm_jax.federation import client, messages, server
+from sfubm_jax.federation import client, messages, secret, server
 from sfubm_jax.federation.messages import Reply, Upload
 
 
@@ -78,11 +78,15 @@ def test_truncated_or_padded_payload_is_refused():
 def test_client_refuses_a_reply_that_does_not_fit_its_catalogue():
   e = np.concatenate([np.zeros((1, 8), np.float32), _vectors(20, 8)])
   cfg = client.PrivacyConfig(noise_scale=0.1, tile=8)
-  up, _ = client.make_upload("food", e, cfg)
+  key = bytes(range(32))
+  up, _ = client.make_upload("food", e, cfg, key)
   sent = {"client": "food", "count": 20, "dim": 8, "digest": up.digest()}
   ok = Reply(client="food", vectors=_vectors(20, 8), answers=up.digest())
-  federated = client.accept_reply(ok, sent)
+  federated = client.accept_reply(ok, sent, key)
   assert federated.shape == (21, 8) and not federated[0].any()
+  # Reply rows follow the upload's secret order; the client puts them back.
+  order = secret.upload_order(key, 20)
+  np.testing.assert_array_equal(federated[1 + order], ok.vectors)
   other = Upload(client="food", vectors=_vectors(20, 8, 9)).digest()
   for bad, match in [
       (Reply(client="food", vectors=_vectors(19, 8), answers=up.digest()), "holds 19"),
@@ -92,13 +96,14 @@ def test_client_refuses_a_reply_that_does_not_fit_its_catalogue():
       (Reply(client="food", vectors=_vectors(20, 8), answers=other), "different upload"),
   ]:
     with pytest.raises(UserError, match=match):
-      client.accept_reply(bad, sent)
+      client.accept_reply(bad, sent, key)
 
 
 def test_an_upload_holds_one_vector_per_catalogue_item_and_nothing_else(tmp_path):
   n, d = 33, 6
   e = np.concatenate([np.zeros((1, d), np.float32), _vectors(n, d)])
-  up, _ = client.make_upload("food", e, client.PrivacyConfig(noise_scale=0.1, tile=8))
+  up, _ = client.make_upload("food", e, client.PrivacyConfig(noise_scale=0.1, tile=8),
+                             bytes(32))
   assert {f.name for f in dataclasses.fields(Upload)} == {"client", "vectors"}
   assert up.vectors.shape == (n, d)
   data = messages.encode(up)
@@ -119,7 +124,8 @@ def test_server_cannot_be_handed_user_data():
   assert {f.name for f in dataclasses.fields(server.ServerConfig)} == {
       "num_clusters", "tol", "max_iter", "greedy_trials", "seed", "chunk"}
   split = DomainSplit(
-      name="food", item_ids=["", "a"], titles=["", "t"], texts=["", "t"], user_ids=["u"],
+      name="food", item_ids=["", "a"], titles=["", "t"], shown_titles=["", "t"],
+      texts=["", "t"], user_ids=["u"],
       seqs=np.ones((1, 3), np.int32), lengths=np.array([3], np.int32),
       valid_candidates=np.ones((1, 2), np.int32), valid_target_pos=np.zeros(1, np.int32),
       test_candidates=np.ones((1, 2), np.int32), test_target_pos=np.zeros(1, np.int32),

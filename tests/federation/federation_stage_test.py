@@ -20,7 +20,8 @@ def _split(domain, n_items, seed):
   seqs = rng.integers(1, n_items + 1, (6, 5)).astype(np.int32)
   return DomainSplit(
       name=domain, item_ids=[""] + [f"{domain}:{i}" for i in range(n_items)],
-      titles=texts, texts=texts, user_ids=[f"{domain}:u{i}" for i in range(6)], seqs=seqs,
+      titles=texts, shown_titles=texts, texts=texts,
+      user_ids=[f"{domain}:u{i}" for i in range(6)], seqs=seqs,
       lengths=np.full(6, 5, np.int32), valid_candidates=seqs[:, :3].copy(),
       valid_target_pos=np.zeros(6, np.int32), test_candidates=seqs[:, :3].copy(),
       test_target_pos=np.zeros(6, np.int32),
@@ -59,7 +60,7 @@ def test_stage_outputs(run_dir):
   report = io_utils.read_json(fed / "cluster_report.json")
   assert set(privacy) == set(config.domains)
   for figures in privacy.values():
-    assert set(figures) == {"sim", "reid@1", "noise_scale", "replace_with"}
+    assert set(figures) >= {"sim", "reid@1", "noise_scale", "replace_with", "unprotected"}
     assert -1 <= figures["sim"] <= 1 and 0 <= figures["reid@1"] <= 1
   assert report["num_clusters"] == 5 and sum(report["sizes"]) == 40 + 49
   assert 0 <= report["bridge_share"] <= 1
@@ -72,7 +73,14 @@ def test_stage_outputs(run_dir):
     np.testing.assert_allclose(np.linalg.norm(local[1:], axis=1), 1.0, rtol=1e-5)
     assert len(np.unique(federated[1:], axis=0)) <= 5  # every row is one of K centroids
   sweep = (fed / "privacy_sweep.md").read_text()
-  assert sweep.count("\n") == 4 and "| 0.5 |" in sweep and "| 0.005 |" in sweep
+  assert sweep.count("\n") == 6 and "| 0.5 | food |" in sweep and "| 0.005 | kitchen |" in sweep
+  attack_keys = {"mech_top1", "mech_top10", "mech_mrr", "ridge_top1", "ridge_top10",
+                 "mlp_top1", "mlp_top10", "bow_precision", "bow_recall", "bow_f1"}
+  for figures in privacy.values():
+    assert attack_keys <= set(figures)
+    assert set(figures["by_lambda"]) == {"0.5", "0.005"}
+    for row in figures["by_lambda"].values():
+      assert attack_keys | {"sim", "reid@1"} <= set(row)
   assert (fed / "privacy_sweep.png").read_bytes()[:4] == b"\x89PNG"
   table = io_utils.read_json(fed / "privacy_sweep.json")
   for domain in config.domains:

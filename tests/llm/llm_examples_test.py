@@ -18,7 +18,7 @@ def _split():
     seqs[u, length - m:] = rng.choice(np.arange(1, n + 1), m, replace=False)
   titles = [""] + [f"item {i % 50}" for i in range(1, n + 1)]  # items i, i+50 share a title
   cands = np.zeros((users, 20), np.int32)
-  return DomainSplit("food", [""] + [str(i) for i in range(1, n + 1)], titles, titles,
+  return DomainSplit("food", [""] + [str(i) for i in range(1, n + 1)], titles, titles, titles,
                      [f"u{u}" for u in range(users)], seqs, lengths, cands,
                      np.zeros(users, np.int32), cands, np.zeros(users, np.int32))
 

@@ -9,6 +9,7 @@ def test_report_tables_and_plots(tmp_path):
   config = load_config("food_kitchen", "cpu")
   w = tmp_path
   results.update_results(w, "sasrec", "food", {"hit@1": 0.1234, "ndcg@10": 0.3})
+  results.update_results(w, "pop", "food", {"hit@1": 0.0456, "ndcg@10": 0.2})
   results.update_results(w, "sfubm", "food", {"hit@1": 0.3141, "valid_ratio": 0.9, "hit@1_valid":
                                               0.349, "rank_hit@1": 0.25, "rank_ndcg@10": 0.5})
   results.update_results(w, "llm_text_only", "food", {"hit@1": 0.2718, "valid_ratio": 0.5})
@@ -16,7 +17,10 @@ def test_report_tables_and_plots(tmp_path):
   table = "| domain | users |\n|---|---|\n| food | 7 |\n"
   io_utils.atomic_write_text(w / "data" / "stats.md", table)
   io_utils.write_json(w / "federate" / "food" / "privacy.json",
-                      {"sim": 0.5511, "reid@1": 0.0123, "noise_scale": 0.1})
+                      {"sim": 0.5511, "reid@1": 0.0123, "noise_scale": 0.1,
+                       "mech_top10": 0.4321, "unprotected": False})
+  io_utils.write_json(w / "federate" / "kitchen" / "privacy.json",
+                      {"sim": 0.9, "reid@1": 0.0, "noise_scale": 0.1, "unprotected": True})
   io_utils.write_json(w / "llm" / "food" / "sfubm" / "history.json",
                       {"loss": [3.0, 2.0, 1.5], "train_mode": "full"})
   io_utils.write_json(w / "pretrain" / "food" / "sasrec" / "history.json",
@@ -27,7 +31,9 @@ def test_report_tables_and_plots(tmp_path):
   assert "0.1234" in text and "0.2685" in text  # SASRec ours / paper
   t4 = next(line for line in text.splitlines() if line.startswith("| llm_text_only |"))
   assert "0.2718" in t4 and "0.0777" in t4  # Stage 2 ablation beside Stage 1 FKD variant
-  assert "| food | 0.1 | 0.5511 | 0.0123 |" in text
+  assert "| food | 0.1 | 0.5511 | 0.0123 | – | 0.4321 |" in text
+  assert "UNPROTECTED RUN" in text and "for kitchen" in text
+  assert next(line for line in text.splitlines() if line.startswith("| pop |")).count("0.0456")
   assert "| food | 7 |" in text
   assert "trained from scratch" in text and "train mode `full`" in text
   assert "mlp_llm | not run" in text

@@ -73,6 +73,7 @@ def cluster_domain(num_users: int, clusters: int, per_cluster: int, length: int,
   split = DomainSplit(
       name="synthetic", item_ids=[""] + [f"i{i}" for i in range(1, n + 1)],
       titles=[""] + [f"t{i}" for i in range(1, n + 1)],
+      shown_titles=[""] + [f"t{i}" for i in range(1, n + 1)],
       texts=[""] + [f"t{i}" for i in range(1, n + 1)],
       user_ids=[f"u{u}" for u in range(num_users)], seqs=seqs, lengths=lengths,
       valid_candidates=cands["valid"], valid_target_pos=pos["valid"],
@@ -85,7 +86,7 @@ def fkd_data(split: DomainSplit, sasrec_params, local, federated) -> FKDData:
   return FKDData(
       sasrec_params=sasrec_params,
       item_emb=np.asarray(sasrec_params["params"]["item_emb"]["embedding"], np.float32),
-      local=local, federated=federated, train_seqs=split.history("train")[0],
+      local=local, federated=federated, train_seqs=split.history("train")[0], touched=split.seqs,
       valid=(split.history("valid")[0], *split.candidates("valid")),
       test=(split.history("test")[0], *split.candidates("test")),
   )

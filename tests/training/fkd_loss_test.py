@@ -17,6 +17,7 @@ SEQS = np.array(
      [0, 0, 0, 0, 0, 11]],  # one real position: no next-item term
     np.int32,
 )
+BATCH = {"seqs": SEQS, "touched": SEQS}  # touched: what S' avoids
 
 
 def _setup(variant="fkd", alpha=0.5, beta=0.2, rec_positions="all"):
@@ -40,7 +41,7 @@ def _numpy_terms(encode, sasrec, hp, params, frozen, key):
   p = jax.tree.map(np.asarray, params)
   e_id, text_in, x = (np.asarray(frozen[k], np.float64) for k in
                       ("item_emb", "text_in", "text_local"))
-  cf = np.asarray(fkd.sample_counterfactual(key, jnp.asarray(SEQS), N))
+  cf = np.asarray(fkd.sample_counterfactual(key, jnp.asarray(SEQS), jnp.asarray(SEQS), N))
   h = np.asarray(encode(sasrec, SEQS), np.float64)
   h_cf = np.asarray(encode(sasrec, cf), np.float64)
   r = np.asarray(encode(sasrec, SEQS[:, :-1]), np.float64)
@@ -81,7 +82,7 @@ def _numpy_terms(encode, sasrec, hp, params, frozen, key):
 def test_each_term_equals_numpy(variant, rec_positions):
   encode, sasrec, hp, params, frozen = _setup(variant, rec_positions=rec_positions)
   key = jax.random.PRNGKey(7)
-  loss, aux = jax.jit(lambda p: fkd.fkd_loss(p, frozen, {"seqs": SEQS}, key=key, hp=hp))(params)
+  loss, aux = jax.jit(lambda p: fkd.fkd_loss(p, frozen, BATCH, key=key, hp=hp))(params)
   expected, _ = _numpy_terms(encode, sasrec, hp, params, frozen, key)
   for name, value in expected.items():
     np.testing.assert_allclose(float(aux[name]), value, rtol=2e-5, err_msg=name)
@@ -93,7 +94,8 @@ def test_padding_rows_do_not_count():
   _, _, hp, params, frozen = _setup()
   key = jax.random.PRNGKey(7)
   padded = np.concatenate([SEQS, np.zeros((4, L), np.int32)])
-  loss = jax.jit(lambda s: fkd.fkd_loss(params, frozen, {"seqs": s}, key=key, hp=hp)[1])
+  loss = jax.jit(
+      lambda s: fkd.fkd_loss(params, frozen, {"seqs": s, "touched": s}, key=key, hp=hp)[1])
   a, b = loss(SEQS), loss(padded)
   for name in ("l_rec", "l_id", "l_txt"):  # (L_KD's draws depend on the batch shape)
     np.testing.assert_allclose(float(a[name]), float(b[name]), rtol=1e-6, err_msg=name)
@@ -116,7 +118,7 @@ def test_teacher_mediator_gets_no_gradient():
     per_pos = jnp.sum((m - teacher) ** 2, -1) * real
     return jnp.mean(per_pos.sum(-1) / real.sum(-1))
 
-  got = jax.grad(lambda p: fkd.fkd_loss(p, frozen, {"seqs": SEQS}, key=key, hp=hp)[1]["l_kd"])(
+  got = jax.grad(lambda p: fkd.fkd_loss(p, frozen, BATCH, key=key, hp=hp)[1]["l_kd"])(
       params)
   want = jax.grad(reference)(params)
   for name in ("f_id", "f_t"):
@@ -133,7 +135,7 @@ def test_teacher_mediator_gets_no_gradient():
 
   leaky = jax.grad(no_stop_gradient)(params)
   joint_hp = fx.hparams(encode, D, DT, "fkd", hidden=HIDDEN, teacher="joint")
-  joint = jax.grad(lambda p: fkd.fkd_loss(p, frozen, {"seqs": SEQS}, key=key, hp=joint_hp)[1][
+  joint = jax.grad(lambda p: fkd.fkd_loss(p, frozen, BATCH, key=key, hp=joint_hp)[1][
       "l_kd"])(params)
   for g, w in zip(jax.tree.leaves(joint["f_id"]), jax.tree.leaves(leaky["f_id"])):
     np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-4, atol=1e-6)
@@ -147,7 +149,7 @@ def test_teacher_mediator_gets_no_gradient():
 
 def test_counterfactual_avoids_the_users_items_and_is_uniform():
   seqs = jnp.asarray(np.tile(SEQS, (2500, 1)))
-  cf = np.asarray(fkd.sample_counterfactual(jax.random.PRNGKey(0), seqs, N))
+  cf = np.asarray(fkd.sample_counterfactual(jax.random.PRNGKey(0), seqs, seqs, N))
   assert np.array_equal(cf > 0, np.asarray(seqs) > 0)  # same padding pattern
   assert cf.max() <= N
   for u, row in enumerate(SEQS):
@@ -182,6 +184,17 @@ def test_zero_text_init_starts_at_the_sasrec_table():
   params0 = fkd.init_params(jax.random.PRNGKey(2), hp0)
   emb = np.asarray(fkd.fused_item_embeddings(params0, frozen, hp0))
   np.testing.assert_array_equal(emb[1:], np.asarray(frozen["item_emb"])[1:])
-  grads = jax.grad(lambda p: fkd.fkd_loss(p, frozen, {"seqs": SEQS}, key=jax.random.PRNGKey(0),
+  grads = jax.grad(lambda p: fkd.fkd_loss(p, frozen, BATCH, key=jax.random.PRNGKey(0),
                                           hp=hp0)[0])(params0)
   assert np.abs(np.asarray(grads["f_t"]["params"]["out"]["kernel"])).sum() > 0  # it can learn
+
+
+def test_counterfactual_avoids_held_out_targets():
+  # touched = the stored sequence: training items plus the validation and test targets.
+  train = np.array([[0, 0, 3, 5, 7]], np.int32)
+  touched = np.array([[0, 3, 5, 7, 9, 11]], np.int32)  # 9, 11: held-out targets
+  seqs = jnp.asarray(np.tile(train, (4000, 1)))
+  cf = np.asarray(fkd.sample_counterfactual(jax.random.PRNGKey(1), seqs,
+                                            jnp.asarray(np.tile(touched, (4000, 1))), 12))
+  drawn = set(cf[cf > 0].tolist())
+  assert drawn == set(range(1, 13)) - {3, 5, 7, 9, 11}

@@ -28,7 +28,7 @@ def synthetic_split(num_users=96, num_items=30, max_len=10, seed=0, name="toy"):
     cands[which] = (c, pos)
   ids = [""] + [f"i{i}" for i in range(1, num_items + 1)]
   return DomainSplit(
-      name=name, item_ids=ids, titles=ids, texts=ids,
+      name=name, item_ids=ids, titles=ids, shown_titles=ids, texts=ids,
       user_ids=[f"u{u}" for u in range(num_users)], seqs=seqs, lengths=lengths,
       valid_candidates=cands["valid"][0], valid_target_pos=cands["valid"][1],
       test_candidates=cands["test"][0], test_target_pos=cands["test"][1],
