@@ -65,7 +65,6 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
 
 def _file_round(config, workdir, uploads_dir, replies_dir) -> tuple[dict, dict]:
   """Every party in this process, exchanging message files: (privacy figures, report)."""
-  stage_dir = pathlib.Path(workdir) / artifacts.STAGE
   encoder = text_encoder.lazy_encoder(  # loaded once, only if the cache misses a text
       config.text_encoder.model, batch_size=config.text_encoder.batch_size,
       device=config.text_encoder.device,
