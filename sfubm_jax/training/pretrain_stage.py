@@ -29,8 +29,8 @@ from sfubm_jax import io_utils, sharding
 from sfubm_jax.data.split import DomainSplit, load_split
 from sfubm_jax.results import update_results
 from sfubm_jax.training import seqrec_train as st
-from sfubm_jax.training.position_ce import position_capacity
 from sfubm_jax.training.popularity import evaluate_pop
+from sfubm_jax.training.position_ce import position_capacity
 from sfubm_jax.training.trainer import LoopConfig, LoopResult, train_loop
 
 STAGE = "pretrain"
