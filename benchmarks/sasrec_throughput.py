@@ -138,6 +138,7 @@ def fkd_rows(seqs, num_items, batch, mesh, cap, sasrec_params, sasrec):
   text /= np.linalg.norm(text, axis=1, keepdims=True)
   encode = jax.jit(lambda p, s: sasrec.apply(p, s, deterministic=True))
   hp = fkd.FKDHParams(encode=encode, dim=50, text_dim=384)
+  sasrec_params = jax.tree.map(jnp.copy, sasrec_params)  # the SASRec rows donate theirs
   frozen = {"sasrec": sasrec_params,
             "item_emb": sasrec_params["params"]["item_emb"]["embedding"],
             "text_in": jnp.asarray(text), "text_local": jnp.asarray(text)}
