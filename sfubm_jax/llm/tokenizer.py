@@ -2,11 +2,12 @@
 
 With a checkpoint the tokenizer comes from its Hugging Face folder (`AutoTokenizer`; for
 a GGUF file, the folder it is dequantised into holds the tokenizer built from the file's
-vocabulary). The small from-scratch model of the CPU variants has no tokenizer, so one is trained on the
-dataset's texts with `tokenizers` (byte-level BPE: every string is encodable) using OPT's
-special-token ids — `<s>` 0, `<pad>` 1, `</s>` 2 (eos, and prepended as bos like OPT's
-tokenizer), `<unk>` 3. Training is deterministic for the same texts; the result is saved
-in `cache_dir` with a fingerprint of (texts, vocab_size) and reused while it matches.
+vocabulary). The small from-scratch model of the CPU variants has no tokenizer, so one
+is trained on the dataset's texts with `tokenizers` (byte-level BPE: every string is
+encodable) using OPT's special-token ids — `<s>` 0, `<pad>` 1, `</s>` 2 (eos, and
+prepended as bos like OPT's tokenizer), `<unk>` 3. Training is deterministic for the
+same texts; the result is saved in `cache_dir` with a fingerprint of (texts, vocab_size)
+and reused while it matches.
 """
 
 from __future__ import annotations
