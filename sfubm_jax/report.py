@@ -267,8 +267,8 @@ def opening_figures(res: Mapping, pair: str, target: str, workdir: pathlib.Path)
     paper = " beside the paper's Table 2" if pair in PAPER_TABLE2 else ""
     out.append(f"![Hit@1 per method on {target}{paper}](report_plots/hit1.png)")
   if (workdir / "federate" / "privacy_sweep.png").exists():
-    out.append("![Privacy–utility over λ: sim (semantics an upload keeps) and reid@1 (items a "
-               "server re-identifies)](federate/privacy_sweep.png)")
+    out.append("![Privacy–utility over λ: sim (semantics an upload keeps) and the attacks' "
+               "success (items a server re-identifies)](federate/privacy_sweep.png)")
   out.append("Results as CSV: `results.csv` (method, domain, metric, value).")
   return out
 

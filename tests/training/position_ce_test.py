@@ -112,7 +112,7 @@ def test_fkd_rec_loss_and_grads_equal_all_positions(rec_positions):
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(targets - 1, 0))
     return fkd.masked_mean(nll, mask)
 
-  got_fn = lambda p: fkd.fkd_loss(p, frozen, {"seqs": seqs}, key=key, hp=hp,
+  got_fn = lambda p: fkd.fkd_loss(p, frozen, {"seqs": seqs, "touched": seqs}, key=key, hp=hp,
                                   rec_capacity=capacity)[1]["l_rec"]
   got, got_grads = jax.jit(jax.value_and_grad(got_fn))(params)
   ref, ref_grads = jax.jit(jax.value_and_grad(ref_rec))(params)
