@@ -35,6 +35,18 @@ def leaf_initializer(kind: str, std: float, shape: tuple[int, ...], dtype: str, 
   return jax.jit(init, out_shardings=sharding)
 
 
+def shared_leaf_kind(path: tuple[str, ...], shape) -> tuple[str, float] | None:
+  """HF init rules both families share (LoRA, biases, norm scales); None = family's own."""
+  leaf = path[-1]
+  if leaf == "lora_a":
+    return "normal", shape[0] ** -0.5
+  if leaf in ("bias", "lora_b"):
+    return "zeros", 0.0
+  if leaf == "scale":
+    return "ones", 0.0
+  return None
+
+
 def init_leaves(paths, abstract: dict, shardings: dict, kind_fn: KindFn, key: jax.Array,
                 pad: int) -> dict:
   """{path: random array} for `paths` (sorted; leaf i uses fold_in(key, i))."""

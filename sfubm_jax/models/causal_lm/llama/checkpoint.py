@@ -22,7 +22,7 @@ from flax import traverse_util
 from sfubm_jax import io_utils
 from sfubm_jax.errors import UserError
 from sfubm_jax.models.causal_lm import hf_files, logical
-from sfubm_jax.models.causal_lm.init import init_leaves
+from sfubm_jax.models.causal_lm.init import init_leaves, shared_leaf_kind
 from sfubm_jax.models.causal_lm.llama.model import PARAM_AXES, LlamaConfig, LlamaForCausalLM
 from sfubm_jax.models.causal_lm.lora import merge_lora
 
@@ -83,13 +83,9 @@ def _flat_shardings(abstract, config, mesh, rules) -> dict:
 
 def _leaf_kind(config: LlamaConfig):
   def kind(path: tuple[str, ...], shape) -> tuple[str, float]:
-    leaf = path[-1]
-    if leaf == "lora_a":
-      return "normal", shape[0] ** -0.5
-    if leaf in ("bias", "lora_b"):
-      return "zeros", 0.0
-    if leaf == "scale":
-      return "ones", 0.0
+    shared = shared_leaf_kind(path, shape)
+    if shared is not None:
+      return shared
     return "normal", config.initializer_range
 
   return kind
