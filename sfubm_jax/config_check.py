@@ -111,9 +111,56 @@ def check_against_data(config: ml_collections.ConfigDict, workdir) -> None:
     check_num_clusters(config, {d: row["items"] for d, row in table.items()}, f" ({path})")
 
 
-def check(config: ml_collections.ConfigDict) -> None:
-  """Raises UserError naming every bad choice and every value a stage would reject."""
-  bad = value_problems(config)
+LLM_STAGES = ("llm", "eval")
+
+
+def llm_problems(config: ml_collections.ConfigDict, stages) -> list[str]:
+  """Why the Stage 2 LLM of a run that includes the llm or eval stage cannot be used.
+
+  Only the tiny test sizes may run the random small model; every other config names a
+  checkpoint, and a shipped name or a path that is not there is reported before any stage.
+  """
+  if not any(s in LLM_STAGES for s in stages):
+    return []
+  ckpt = str(config.llm.checkpoint)
+  if not ckpt:
+    if config.variant == "tiny":
+      return []
+    cpu = f"configs/{config.pair}.py:cpu" if config.pair in _paper_pairs() else (
+        f"configs/pair.py:{','.join(config.domains)},cpu")
+    return ["config.llm.checkpoint is empty: Stage 2 needs a pretrained LLM (a random one is "
+            "for configs/tiny.py only); pass --config.llm.checkpoint=/path/to/opt-6.7b (a local "
+            f"Hugging Face folder, or a Llama-family .gguf), or run {cpu}, which uses the "
+            "shipped SmolLM2-135M-Instruct"]
+  from sfubm_jax.models.causal_lm import shipped
+
+  if shipped.is_shipped(ckpt):
+    try:
+      shipped.shipped_gguf(ckpt)
+    except UserError as e:
+      return [str(e)]
+    return []
+  import pathlib
+
+  path = pathlib.Path(ckpt).expanduser()
+  if not (path.is_dir() or (path.suffix == ".gguf" and path.is_file())):
+    return [f"config.llm.checkpoint={ckpt!r} is neither a Hugging Face folder, a .gguf file "
+            f"nor a shipped LLM name ({', '.join(sorted(shipped.SHIPPED))})"]
+  return []
+
+
+def _paper_pairs() -> tuple[str, ...]:
+  try:
+    from configs import common
+  except ImportError:  # the configs package is not importable: suggest configs/pair.py
+    return ()
+  return tuple(common.PAIRS)
+
+
+def check(config: ml_collections.ConfigDict, stages=()) -> None:
+  """Raises UserError naming every bad choice and every value a stage would reject
+  (`stages`: those the run will run; the LLM is checked when llm or eval is among them)."""
+  bad = value_problems(config) + llm_problems(config, stages)
   for path, allowed in choices().items():
     many = path.endswith("[]")
     value = _get(config, path.removesuffix("[]"))

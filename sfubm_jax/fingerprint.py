@@ -26,7 +26,8 @@ READS: dict[str, tuple[str, ...]] = {
 }
 # Stage -> paths under READS it does not depend on (read by a later stage only).
 IGNORES: dict[str, tuple[str, ...]] = {
-    "llm": ("llm.valid_rule", "llm.rank_reduce", "llm.max_new_tokens", "llm.eval_batch_size"),
+    "llm": ("llm.valid_rule", "llm.rank_reduce", "llm.max_new_tokens", "llm.eval_batch_size",
+            "llm.eval_users"),
 }
 # Stage -> paths whose change reruns the stage but keeps its finished parts.
 ADDITIVE: dict[str, tuple[str, ...]] = {

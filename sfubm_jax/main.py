@@ -42,7 +42,7 @@ def _prepare() -> tuple:
     raise UserError("--workdir is required: the directory where the run writes")
   workdir = pathlib.Path(_WORKDIR.value).expanduser().absolute()
   stages = pipeline.parse_stages(_STAGES.value)
-  config_check.check(config)
+  config_check.check(config, stages)
   workdirs.check_usable(workdir)
   return config, workdir, stages
 

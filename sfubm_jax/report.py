@@ -223,17 +223,33 @@ def llm_notes(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> str:
     h = io_utils.read_json(path)
     modes[f"{path.parent.parent.name}/{path.parent.name}"] = (h.get("train_mode"), h.get("note"))
   lines = []
-  if hp.checkpoint:
-    lines.append(f"- LLM: pretrained `{hp.checkpoint}`.")
-  else:
-    s = hp.small if hp.get("family", "opt") == "opt" else hp.small_llama
-    lines.append(f"- LLM: **no pretrained checkpoint**: a small random {hp.get('family', 'opt')}"
-                 f" ({s.num_hidden_layers}"
-                 f" layers, hidden {s.hidden_size}) trained from scratch **together with** the "
-                 "projectors on this dataset (train mode `full`): numbers are not comparable "
-                 "to the paper's OPT-6.7B.")
+  ran = {}  # the LLM as the llm stage described it (history.json), else the config's
+  prompts_used = {}
+  for path in sorted((workdir / "llm").glob("*/*/history.json")):
+    h = io_utils.read_json(path)
+    ran = h.get("llm", ran)
+    if "prompts" in h:
+      prompts_used[path.parent.parent.name] = h["prompts"]
+  if ran:
+    size = f"{ran['params'] / 1e6:,.1f}M parameters, {ran['layers']} layers, hidden {ran['hidden']}"
+    mode = {"frozen": "frozen (only the projectors train)", "lora": "frozen + LoRA adapters",
+            "full": "trained from scratch with the projectors"}.get(ran["train_mode"],
+                                                                    ran["train_mode"])
+    lines.append(f"- LLM that ran: {ran['family']} family, {size}, from `{ran['source']}`; "
+                 f"{mode}.")
+    if ran["train_mode"] == "full" and not hp.checkpoint:
+      lines.append("- **A random tiny LLM (test sizes)**: numbers say nothing about the method.")
+  elif hp.checkpoint:
+    lines.append(f"- LLM: pretrained `{hp.checkpoint}` (the llm stage has not run).")
   for k, (mode, note) in modes.items():
     lines.append(f"- `{k}`: train mode `{mode}`" + (f" ({note})" if note else ""))
+  for domain, n in prompts_used.items():
+    sample = io_utils.read_json(workdir / "results.json").get("stage2_sample", {}).get(
+        domain, {}) if (workdir / "results.json").exists() else {}
+    users = int(sample["users"]) if "users" in sample else "–"
+    lines.append(f"- Stage 2 sample sizes ({domain}): {n} training prompts "
+                 f"(`llm.train_prompts={hp.train_prompts}`, 0 = all), {users} evaluated test "
+                 f"users (`llm.eval_users={hp.eval_users}`, 0 = all).")
   targets = {"last": "one per user, the last train item", "all": "every train item after "
              "the first, with its prefix as history"}.get(hp.train_targets, hp.train_targets)
   lines.append(f"- Training prompts (`llm.train_targets={hp.train_targets}`): {targets}; "

@@ -32,9 +32,14 @@ def normalize(text: str) -> str:
   return _WS.sub(" ", text).strip()
 
 
+_DANGLING = ",;:-/&(\u2013\u2014 "
+
+
 def shown_title(title: str, max_words: int) -> str:
-  """The title as prompts show it: its first `max_words` words, single-spaced."""
-  return " ".join(title.split()[:max_words])
+  """The title as prompts show it: its first `max_words` words, single-spaced, without
+  the separators a cut leaves dangling at its end ("Dark Roast," -> "Dark Roast")."""
+  cut = " ".join(title.split()[:max_words])
+  return cut.rstrip(_DANGLING) or cut
 
 
 def title_groups(shown: Sequence[str]) -> np.ndarray:

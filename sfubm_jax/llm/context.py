@@ -5,13 +5,15 @@ on the run's titles and cached in `DIR/llm/tokenizer`), the LLM through the back
 interface (`config.llm.checkpoint`: a Hugging Face folder of either family, a GGUF file or
 a shipped name; or the random small model of `config.llm.family`, built from a fixed seed
 so train and eval see the same weights), the mesh and the truncated title
-tokens. `build_parts` gives one variant its model, initial train state and frozen inputs.
+tokens, the candidate sampler and the frozen SASRec user encoder, as one immutable
+bundle. `build_parts` gives one variant its model, initial train state and frozen inputs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pathlib
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -52,9 +54,13 @@ def load_tokenizer(config: ml_collections.ConfigDict, workdir: pathlib.Path):
 
 def load_llm(config: ml_collections.ConfigDict, tokenizer, mesh) -> tuple[Any, Any, str]:
   """(backbone config, variables, train mode) of the Stage 2 LLM, in their shardings."""
+  from sfubm_jax.config_check import llm_problems
   from sfubm_jax.models.causal_lm import logical
 
   hp = config.llm
+  problems = llm_problems(config, ("llm",))  # no silent random LLM outside configs/tiny.py
+  if problems:
+    raise UserError("; ".join(problems))
   rules = logical.rules_from_config(config.mesh.logical_axes)
   run = dict(dtype=hp.dtype, param_dtype=hp.param_dtype, remat=hp.remat,
              lora_rank=hp.lora_rank, lora_alpha=hp.lora_alpha)
@@ -76,9 +82,12 @@ def load_llm(config: ml_collections.ConfigDict, tokenizer, mesh) -> tuple[Any, A
   return cfg, params, "full"  # random weights: the LLM trains with the projectors
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class DomainContext:
-  """One domain's data, tokenizer, LLM and prompt pieces for Stage 2."""
+  """One domain's data, tokenizer, LLM and prompt pieces for Stage 2 (immutable).
+
+  Built once by `load_context`; nothing in it loads, samples or caches later.
+  """
 
   config: ml_collections.ConfigDict
   workdir: pathlib.Path
@@ -91,8 +100,8 @@ class DomainContext:
   mesh: Any
   title_tokens: list[list[int]]  # [N+1] token ids of " " + shown title
   display_titles: list[str]  # [N+1] the split's shown titles: what prompts show, answers name
-  _user_encoder: Any = None
-  _sampler: Any = None
+  sampler: CandidateSampler  # the data stage's candidate sampler over these titles
+  encode_users: Callable[[np.ndarray], np.ndarray] | None  # frozen SASRec r_u; None: unused
 
   @property
   def pad_id(self) -> int:
@@ -109,7 +118,7 @@ class DomainContext:
         template=hp.template if soft_prompts else hp.template_no_soft,
         noun=hp.item_noun[self.domain], title_tokens=self.title_tokens,
         bos_id=int(self.tokenizer.bos_token_id), eos_id=self.eos_id, slot_id=self.pad_id,
-        soft_prompts=soft_prompts)
+        soft_prompts=soft_prompts, separator=hp.item_separator)
 
   @property
   def answer_len(self) -> int:
@@ -119,29 +128,43 @@ class DomainContext:
   def sample_candidates(self, rng: np.random.Generator, target: int, touched: set[int],
                         num_negatives: int) -> np.ndarray:
     """The data stage's sampler (`data.candidates`): target + never-touched negatives."""
-    if self._sampler is None:
-      self._sampler = CandidateSampler(title_groups(self.display_titles), domain=self.domain)
-    return self._sampler.draw(rng, target, touched, num_negatives)[0]
+    return self.sampler.draw(rng, target, touched, num_negatives)[0]
 
   def user_vectors(self, history: np.ndarray) -> np.ndarray:
     """r_u [U, d] from the frozen SASRec (export.make_user_encoder)."""
-    if self._user_encoder is None:
-      from sfubm_jax.training import export
-
-      self._user_encoder = export.make_user_encoder(self.workdir, self.domain)
-    return self._user_encoder(history)
+    if self.encode_users is None:
+      raise ValueError("this context was loaded without the user encoder (no variant with "
+                       "soft prompts)")
+    return self.encode_users(history)
 
 
 def load_context(config: ml_collections.ConfigDict, workdir: pathlib.Path,
                  domain: str) -> DomainContext:
+  """Everything Stage 2 needs of `domain`; the SASRec user encoder only when a variant of
+  `config.llm.variants` has soft prompts."""
+  from sfubm_jax.training import export
+
   split = load_split(workdir, domain)
   tokenizer = load_tokenizer(config, workdir)
   mesh = make_mesh(config.mesh.shape)
   llm_config, llm_params, mode = load_llm(config, tokenizer, mesh)
   title_tokens = [[]] + [tokenizer.encode(" " + t, add_special_tokens=False)
                          for t in split.shown_titles[1:]]
-  return DomainContext(config, workdir, domain, split, tokenizer, llm_config, llm_params, mode,
-                       mesh, title_tokens, list(split.shown_titles))
+  soft = any(variants.get_variant(n).soft_prompts for n in config.llm.variants)
+  return DomainContext(
+      config, workdir, domain, split, tokenizer, llm_config, llm_params, mode, mesh,
+      title_tokens, list(split.shown_titles),
+      sampler=CandidateSampler(title_groups(split.shown_titles), domain=domain),
+      encode_users=export.make_user_encoder(workdir, domain) if soft else None)
+
+
+def describe_llm(ctx: DomainContext) -> dict:
+  """What the report says about the LLM that ran: family, size, source, train mode."""
+  cfg = ctx.llm_config
+  return {"family": backbone.family_of(cfg), "params": backbone.count_params(ctx.llm_params),
+          "layers": int(cfg.num_hidden_layers), "hidden": int(cfg.embed_dim),
+          "source": ctx.config.llm.checkpoint or "random init (configs/tiny.py)",
+          "train_mode": ctx.train_mode}
 
 
 @dataclasses.dataclass

@@ -1,14 +1,17 @@
 """The `eval` stage: Stage 2 generation and likelihood ranking on the test split (SPEC §7).
 
 Per (domain, variant) trained by the `llm` stage: the test prompts (test history, the
-stored test candidates) are decoded greedily with the KV cache, each output is matched to
+stored test candidates) of `llm.eval_users` seeded test users (0 = all), in chunks bucketed
+by prompt length, are decoded greedily with the KV cache, each output is matched to
 one candidate title (`answers.choose`, rule `config.llm.valid_rule`), and the 20
 candidates are also ranked by log p(" " + title + eos | prompt) (`config.llm.rank_reduce`).
 Users are processed in chunks of `config.llm.eval_batch_size` whose results are written
 atomically to `DIR/eval/<domain>/<variant>/chunks/*.json`; a rerun skips finished chunks.
 Then: metrics into `DIR/results.json` (valid_ratio, hit@1 over all users, hit@1_valid,
-rank_hit@1, rank_hr@5, rank_ndcg@5, rank_ndcg@10), every generation in
-`DIR/eval/generations.jsonl` (one line per variant, domain, user). The pipeline writes
+rank_hit@1, rank_hr@5, rank_ndcg@5, rank_ndcg@10), pop and SASRec on the same users and
+candidates under `stage2_sample`, every generation in `DIR/eval/generations.jsonl` (one
+line per variant, domain, user: the shown candidate titles in prompt order, the raw
+output, the parsed choice). The pipeline writes
 `DIR/report.md` once this stage is complete.
 """
 
@@ -25,26 +28,12 @@ import numpy as np
 from absl import logging
 
 from sfubm_jax import io_utils, metrics, results
-from sfubm_jax.checkpoint import Checkpointer
 from sfubm_jax.errors import UserError
-from sfubm_jax.llm import answers, prompts, stage2
+from sfubm_jax.llm import answers, batches, prompts, stage2
 from sfubm_jax.llm.context import DomainContext, VariantParts, build_parts, load_context
+from sfubm_jax.llm.train_stage import restore_trained
 from sfubm_jax.progress import progress
 from sfubm_jax.sharding import batch_divisor, batch_sharding
-
-
-def restore_trained(workdir: pathlib.Path, parts: VariantParts) -> dict:
-  """The trained {"trainable", ...} state of a variant (its initial one if nothing trains)."""
-  out = parts.directory(workdir)
-  if not (out / "history.json").exists():
-    raise UserError(f"variant {parts.variant.name!r} of {parts.domain!r} is not trained: "
-                    f"{out / 'history.json'} is missing; run the llm stage first")
-  if not (out / "ckpt").exists():
-    return parts.state
-  ckpt = Checkpointer(out / "ckpt")
-  state, _ = ckpt.restore(parts.state)
-  ckpt.close()
-  return state
 
 
 @functools.lru_cache(maxsize=8)
@@ -73,19 +62,26 @@ def answer_arrays(ctx: DomainContext, builder, cands: np.ndarray, length: int):
   return ans, mask
 
 
+def eval_users(config: ml_collections.ConfigDict, ctx: DomainContext) -> np.ndarray:
+  """Indices of the test users Stage 2 evaluates: `llm.eval_users` of them (seeded)."""
+  return batches.sample(ctx.split.num_users, config.llm.eval_users, config.llm.seed, salt=17)
+
+
 def evaluate_variant(config: ml_collections.ConfigDict, workdir: pathlib.Path,
                      ctx: DomainContext, parts: VariantParts) -> list[dict]:
-  """Decodes and ranks every test user (chunked, resumable); returns per-user records."""
+  """Decodes and ranks the evaluated test users (bucketed chunks, resumable); returns
+  per-user records."""
   hp = config.llm
   out = workdir / "eval" / ctx.domain / parts.variant.name / "chunks"
   soft = parts.variant.soft_prompts
   builder = ctx.builder(soft)
-  hist, target = ctx.split.history("test")
-  cands, target_pos = ctx.split.candidates("test")
+  users = eval_users(config, ctx)
+  hist, target = (x[users] for x in ctx.split.history("test"))
+  cands, target_pos = (x[users] for x in ctx.split.candidates("test"))
   ps = [builder.build(h, c) for h, c in zip(hist, cands)]
-  length = prompts.round_up(max(len(p.ids) for p in ps))
-  prompts.check_length(length + max(hp.max_new_tokens, ctx.answer_len),
-                       hp.max_seq_len)
+  lengths = np.asarray([len(p.ids) for p in ps])
+  prompts.check_length(int(batches.bucket_length(lengths.max()))
+                       + max(hp.max_new_tokens, ctx.answer_len), hp.max_seq_len)
   slots = max(1, max(len(p.item_slots) for p in ps))
   ans, ans_mask = answer_arrays(ctx, builder, cands, ctx.answer_len)
   bs = hp.eval_batch_size
@@ -94,8 +90,8 @@ def evaluate_variant(config: ml_collections.ConfigDict, workdir: pathlib.Path,
                     f"{batch_divisor(ctx.mesh)} batch-parallel devices (config.mesh.shape)")
   user_vecs = (ctx.user_vectors(hist) if soft
                else np.zeros((len(hist), 1), np.float32))  # [U, d]
-  num_chunks = -(-len(ps) // bs)
-  todo = [i for i in range(num_chunks) if not (out / f"{i:05d}.json").exists()]
+  chunks = batches.eval_chunks(lengths, bs)
+  todo = [i for i in range(len(chunks)) if not (out / f"{i:05d}.json").exists()]
   if todo:
     state = restore_trained(workdir, parts)
     trainable, frozen = state["trainable"], parts.frozen
@@ -105,10 +101,9 @@ def evaluate_variant(config: ml_collections.ConfigDict, workdir: pathlib.Path,
     shard = lambda x: jax.device_put(jnp.asarray(x), batch_sharding(ctx.mesh, x.ndim))
     desc = f"eval {ctx.domain}/{parts.variant.name}"
     for i in progress(todo, desc=desc, every_s=config.runtime.log_every_s):
-      users = np.arange(i * bs, min((i + 1) * bs, len(ps)))
-      rows = np.concatenate([users, np.full(bs - len(users), users[0])])  # whole batches
-      batch = prompts.pack([ps[u] for u in rows], None, length=length, num_slots=slots,
-                           pad_id=ctx.pad_id)
+      rows, real = chunks[i].rows, chunks[i].rows[chunks[i].weight > 0]
+      batch = prompts.pack([ps[r] for r in rows], None, length=chunks[i].length,
+                           num_slots=slots, pad_id=ctx.pad_id)
       batch["user_vecs"] = user_vecs[rows]
       batch = jax.tree.map(shard, batch)
       tokens = np.asarray(generate(llm_params, embed(trainable, frozen, batch),
@@ -116,23 +111,48 @@ def evaluate_variant(config: ml_collections.ConfigDict, workdir: pathlib.Path,
       scores = np.asarray(rank(trainable, frozen, batch, shard(ans[rows]),
                                shard(ans_mask[rows])))
       chunk = []
-      for r, u in enumerate(users):
-        toks = [int(t) for t in tokens[r] if t != ctx.pad_id]
+      for k, r in enumerate(real):
+        toks = [int(t) for t in tokens[k] if t != ctx.pad_id]
         text = ctx.tokenizer.decode(toks, skip_special_tokens=True)
-        chunk.append({"user": int(u), "output": text, "scores": scores[r].tolist()})
+        chunk.append({"user": int(users[r]), "row": int(r), "output": text,
+                      "scores": scores[k].tolist()})
       io_utils.write_json(out / f"{i:05d}.json", chunk)
   records = []
-  for i in range(num_chunks):
+  for i in range(len(chunks)):
     records.extend(io_utils.read_json(out / f"{i:05d}.json"))
+  records.sort(key=lambda rec: rec["user"])
   titles = ctx.display_titles
   for rec in records:
-    u = rec["user"]
-    names = [titles[c] for c in cands[u]]
+    r = rec.pop("row")
+    names = [titles[c] for c in cands[r]]
     rec.update(variant=parts.variant.name, domain=ctx.domain,
-               user_id=ctx.split.user_ids[u], target=titles[int(target[u])],
-               target_pos=int(target_pos[u]),
+               user_id=ctx.split.user_ids[rec["user"]], target=titles[int(target[r])],
+               target_pos=int(target_pos[r]), candidates=names,
                choice=answers.choose(rec["output"], names, hp.valid_rule))
+    rec["parsed"] = names[rec["choice"]] if rec["choice"] >= 0 else None
   return records
+
+
+def stage1_on_eval_users(config: ml_collections.ConfigDict, workdir: pathlib.Path,
+                         ctx: DomainContext) -> dict[str, float]:
+  """pop and SASRec ranking metrics on the users and candidates Stage 2 evaluates."""
+  from sfubm_jax.training import export
+  from sfubm_jax.training.popularity import pop_scores, train_counts
+
+  users = eval_users(config, ctx)
+  hist, _ = (x[users] for x in ctx.split.history("test"))
+  cands, target_pos = (x[users] for x in ctx.split.candidates("test"))
+  counts = train_counts(ctx.split.history("train")[0], ctx.split.num_items)
+  rng = np.random.default_rng([config.data.seed, 1])
+  out = {"users": float(len(users)), "train_prompts": float(config.llm.train_prompts)}
+  pop = metrics.ranking_metrics(pop_scores(counts, cands, rng), target_pos)
+  out.update({f"pop_{k}": v for k, v in pop.items()})
+  if ctx.encode_users is not None:
+    table = export.load_item_embeddings(workdir, ctx.domain, "sasrec")  # [N+1, d]
+    r = ctx.user_vectors(hist)  # [U, d]
+    sas = metrics.ranking_metrics(np.einsum("ud,ucd->uc", r, table[cands]), target_pos)
+    out.update({f"sasrec_{k}": v for k, v in sas.items()})
+  return out
 
 
 def score(records: list[dict]) -> dict[str, float]:
@@ -149,6 +169,8 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
   lines = []
   for domain in [d for d in config.llm.domains if d]:
     ctx = load_context(config, workdir, domain)
+    results.update_results(workdir, "stage2_sample", domain,
+                           stage1_on_eval_users(config, workdir, ctx))
     for name in config.llm.variants:
       parts = build_parts(config, workdir, ctx, name)
       records = evaluate_variant(config, workdir, ctx, parts)

@@ -2,12 +2,15 @@
 
 A prompt is built from the config template (fields {noun}, {history}, {user},
 {candidates}) without ever tokenising a slot marker: text pieces are tokenised
-separately and concatenated, and each item's shown title (SPEC §1, stored with the split) is
-followed by one slot position whose input embedding Stage 2 replaces with P_i(ẽ_i); the
-{user} field is one slot replaced with P_u(r_u). Without soft prompts (`llm_only`) the
-same items appear as titles only and the template must have no {user} field.
+separately and concatenated (spaces before a title list dropped: every title token run
+starts with its space), titles are joined by `separator`, and each item's shown title
+(SPEC §1, stored with the split) is followed by one slot position whose input embedding
+Stage 2 replaces with P_i(ẽ_i); the {user} field is one slot replaced with P_u(r_u).
+Without soft prompts (`llm_only`) the same items appear as titles only and the template
+must have no {user} field.
 
-Packing is left-padded to a fixed length so that one jitted step serves every batch.
+Packing is left-padded to a given length: the stages pass a bucket length
+(`llm.batches`), so one jitted step serves every batch of a bucket.
 """
 
 from __future__ import annotations
@@ -47,13 +50,17 @@ class PromptBuilder:
       eos_id: int,
       slot_id: int,
       soft_prompts: bool,
+      separator: str = ",",
   ):
     text = template.replace("{noun}", noun)
     self.pieces: list[list[int] | str] = []  # token-id text pieces and field names
     pos = 0
     for m in _FIELD_RE.finditer(text):
-      if text[pos : m.start()]:
-        self.pieces.append(list(encode(text[pos : m.start()])))
+      head = text[pos : m.start()]
+      if m.group(1) != "user":  # each title brings its own leading space
+        head = head.rstrip(" ")
+      if head:
+        self.pieces.append(list(encode(head)))
       self.pieces.append(m.group(1))
       pos = m.end()
     if text[pos:]:
@@ -70,14 +77,14 @@ class PromptBuilder:
           "{user} field (see config.llm.template_no_soft)"
       )
     self.title_tokens = [list(t) for t in title_tokens]
-    self.comma = list(encode(","))
+    self.separator = list(encode(separator))
     self.bos_id, self.eos_id, self.slot_id = bos_id, eos_id, slot_id
     self.soft_prompts = soft_prompts
 
   def _items(self, items: Sequence[int], ids: list[int], slots: list[tuple[int, int]]) -> None:
     for k, item in enumerate(items):
       if k:
-        ids.extend(self.comma)
+        ids.extend(self.separator)
       ids.extend(self.title_tokens[int(item)])
       if self.soft_prompts:
         slots.append((len(ids), int(item)))

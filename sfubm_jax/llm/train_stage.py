@@ -7,19 +7,24 @@ is frozen unless it is the random small OPT of the CPU configs (trained from scr
 
 Training example per user: the train history minus its last item as history, that last
 item as target, and 1 + num_negatives candidates (target + never-touched items with
-distinct titles, seeded, shuffled). Outputs under `DIR/llm/`:
+distinct titles, seeded, shuffled); at most `llm.train_prompts` of them (a seeded draw).
+Batches are bucketed by length (`llm.batches`): one compiled step per bucket length.
+Training runs through the shared loop (`training.trainer.train_loop`). Outputs under
+`DIR/llm/`:
   tokenizer/                          the trained BPE (no checkpoint) and its fingerprint
-  <domain>/<variant>/ckpt/            Orbax checkpoints {"trainable", "opt"} + meta
-  <domain>/<variant>/history.json     per-step loss and the train mode
+  <domain>/<variant>/ckpt/            Orbax checkpoints {"state": {"trainable", "opt"}} + meta
+  <domain>/<variant>/history.json     per-step loss, train mode, prompts, padding share
 Every `runtime.checkpoint_every` steps and at each epoch end a checkpoint is saved; a
 rerun resumes at the latest one and ends with the same parameters.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import math
 import pathlib
+import time
+from collections.abc import Sequence
 
 import jax
 import ml_collections
@@ -31,10 +36,16 @@ from sfubm_jax import io_utils
 from sfubm_jax.checkpoint import Checkpointer
 from sfubm_jax.data.candidates import touched_items
 from sfubm_jax.errors import UserError
-from sfubm_jax.llm import prompts, stage2
-from sfubm_jax.llm.context import DomainContext, VariantParts, build_parts, load_context
-from sfubm_jax.progress import progress
+from sfubm_jax.llm import batches, prompts, stage2
+from sfubm_jax.llm.context import (
+  DomainContext,
+  VariantParts,
+  build_parts,
+  describe_llm,
+  load_context,
+)
 from sfubm_jax.sharding import batch_divisor, batch_sharding
+from sfubm_jax.training.trainer import LoopConfig, train_loop
 
 DONE = "history.json"
 
@@ -73,16 +84,19 @@ def training_pairs(hist: np.ndarray, targets: str) -> tuple[np.ndarray, np.ndarr
 
 
 def training_examples(ctx: DomainContext, num_negatives: int, seed: int,
-                      targets: str = "last") -> dict[str, np.ndarray]:
-  """history [N, L], target [N], candidates [N, C], target_pos [N] for training prompts.
+                      targets: str = "last", limit: int = 0) -> dict[str, np.ndarray]:
+  """history [N, L], target [N], user [N], candidates [N, C], target_pos [N].
 
-  Negatives are items the user never touched (in any split), drawn per example.
+  At most `limit` examples (a seeded draw, `batches.sample`; 0 = all). Negatives are
+  items the user never touched (in any split), drawn per example.
   """
   hist, _ = ctx.split.history("train")
   history, target, users = training_pairs(hist, targets)
   if not len(target):
     raise UserError(f"domain {ctx.domain!r}: no user has two train items, so Stage 2 has "
                     "no training example")
+  keep = batches.sample(len(target), limit, seed, salt=13)
+  history, target, users = history[keep], target[keep], users[keep]
   rng = np.random.default_rng([seed, 7])
   touched = {}
   cands = np.empty((len(target), num_negatives + 1), np.int32)
@@ -90,90 +104,107 @@ def training_examples(ctx: DomainContext, num_negatives: int, seed: int,
     if u not in touched:
       touched[u] = touched_items(ctx.split.seqs[u])
     cands[k] = ctx.sample_candidates(rng, int(t), touched[u], num_negatives)
-  return {"history": history, "target": target, "candidates": cands,
+  return {"history": history, "target": target, "user": users, "candidates": cands,
           "target_pos": np.argmax(cands == target[:, None], axis=1).astype(np.int32)}
 
 
-def pack_examples(ctx: DomainContext, builder: prompts.PromptBuilder, ex: dict,
-                  max_seq_len: int) -> dict[str, np.ndarray]:
-  """Every training prompt + answer, left-padded to one length (one jitted step shape)."""
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+  """Every training prompt of one prompt kind (with or without soft prompts), unpadded."""
+
+  prompts: list[prompts.Prompt]
+  answers: list[list[int]]
+  lengths: np.ndarray  # [N] prompt + answer tokens
+  num_slots: int
+  user_vecs: np.ndarray  # [N, d] r_u ([N, 1] zeros without soft prompts)
+  keep: int  # trailing positions that hold every answer-token prediction
+
+
+def encode_examples(builder: prompts.PromptBuilder, ex: dict, max_seq_len: int,
+                    user_vecs: np.ndarray) -> Encoded:
   ps = [builder.build(h, c) for h, c in zip(ex["history"], ex["candidates"])]
   ans = [builder.answer(t) for t in ex["target"]]
-  length = prompts.round_up(max(len(p.ids) + len(a) for p, a in zip(ps, ans)))
-  prompts.check_length(length, max_seq_len)
-  slots = max(1, max(len(p.item_slots) for p in ps))
-  return prompts.pack(ps, ans, length=length, num_slots=slots, pad_id=ctx.pad_id)
+  lengths = np.asarray([len(p.ids) + len(a) for p, a in zip(ps, ans)], np.int64)
+  prompts.check_length(int(batches.bucket_length(lengths.max())), max_seq_len)
+  return Encoded(ps, ans, lengths, max(1, max(len(p.item_slots) for p in ps)), user_vecs,
+                 keep=max(len(a) for a in ans) + 1)
 
 
-def epoch_order(num: int, batch: int, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-  """Shuffled indices padded to whole batches, and weights (0 for the padding repeats)."""
-  perm = np.random.default_rng([seed, 11, epoch]).permutation(num)
-  pad = (-num) % batch
-  idx = np.concatenate([perm, perm[:pad]])
-  weight = np.concatenate([np.ones(num, np.float32), np.zeros(pad, np.float32)])
-  return idx, weight
+class EpochBatches(Sequence):
+  """One epoch's device batches, packed at their bucket length when indexed."""
+
+  def __init__(self, enc: Encoded, plan: list[batches.Batch], pad_id: int, mesh):
+    self.enc, self.plan, self.pad_id, self.mesh = enc, plan, pad_id, mesh
+
+  def __len__(self) -> int:
+    return len(self.plan)
+
+  def __getitem__(self, i: int) -> dict:
+    b = self.plan[i]
+    packed = prompts.pack([self.enc.prompts[r] for r in b.rows],
+                          [self.enc.answers[r] for r in b.rows], length=b.length,
+                          num_slots=self.enc.num_slots, pad_id=self.pad_id)
+    packed["loss_mask"] = packed["loss_mask"] * b.weight[:, None]
+    packed["user_vecs"] = self.enc.user_vecs[b.rows]
+    return {k: jax.device_put(v, batch_sharding(self.mesh, v.ndim)) for k, v in packed.items()}
 
 
 def train_variant(config: ml_collections.ConfigDict, workdir: pathlib.Path,
-                  ctx: DomainContext, parts: VariantParts, packed: dict,
-                  user_vecs: np.ndarray) -> None:
-  """Trains one variant, resuming from its latest checkpoint; writes history.json."""
+                  ctx: DomainContext, parts: VariantParts, enc: Encoded) -> None:
+  """Trains one variant through the shared loop (`training.trainer`, resumable from its
+  latest checkpoint); writes history.json."""
   hp = config.llm
   out = parts.directory(workdir)
   if (out / DONE).exists():
     logging.info("llm %s/%s: trained, skipped", ctx.domain, parts.variant.name)
     return
-  mesh = ctx.mesh
   b = hp.batch_size
-  if b % batch_divisor(mesh):
-    raise_batch(b, mesh)
-  num = len(packed["input_ids"])
-  steps_per_epoch = math.ceil(num / b)
-  total = steps_per_epoch * hp.epochs
+  if b % batch_divisor(ctx.mesh):
+    raise_batch(b, ctx.mesh)
+  plan = lambda epoch: batches.train_batches(enc.lengths, b, hp.seed, epoch)
   history = {"train_mode": parts.train_mode, "variant": parts.variant.name,
-             "domain": ctx.domain, "steps_per_epoch": steps_per_epoch, "loss": []}
+             "domain": ctx.domain, "llm": describe_llm(ctx), "prompts": len(enc.prompts),
+             "steps_per_epoch": len(plan(0)),
+             "padding_share": batches.padding_share(enc.lengths, plan(0)), "loss": []}
   n_train = sum(int(x.size) for x in jax.tree.leaves(parts.state["trainable"]))
-  if n_train == 0 or total == 0:
+  if n_train == 0 or hp.epochs == 0:
     history["note"] = "nothing to train (no soft prompts, frozen LLM, no LoRA)"
     io_utils.write_json(out / DONE, history)
     return
-  state = parts.state
-  ckpt = Checkpointer(out / "ckpt", max_to_keep=config.runtime.max_to_keep)
-  step = 0
-  if ckpt.latest_step() is not None:
-    state, meta = ckpt.restore(state)
-    step, history["loss"] = int(meta["step"]), list(meta["loss"])
-    logging.info("llm %s/%s: resumed at step %d/%d", ctx.domain, parts.variant.name, step,
-                 total)
-  step_fn = jitted_train_step(parts.model, hp.lr, stage2.answer_span(packed["loss_mask"]))
-  shard = lambda x: jax.device_put(x, batch_sharding(mesh, x.ndim))
-  pending = []  # device losses not yet fetched (no host sync per step)
-  def save(s):
-    history["loss"].extend(float(x) for x in jax.device_get(pending))
-    pending.clear()
-    ckpt.save(s, state, {"step": s, "loss": history["loss"]})
+  step_fn = jitted_train_step(parts.model, hp.lr, enc.keep)
+  frozen = parts.frozen
 
-  desc = f"llm {ctx.domain}/{parts.variant.name}"
-  shown = {}  # the bar's metrics: the loss as of the last checkpoint
-  for s in progress(range(step, total), total=total - step, desc=desc,
-                    every_s=config.runtime.log_every_s, metrics=shown):
-    epoch, k = divmod(s, steps_per_epoch)
-    idx, weight = epoch_order(num, b, hp.seed, epoch)
-    rows, w = idx[k * b:(k + 1) * b], weight[k * b:(k + 1) * b]
-    batch = {key: v[rows] for key, v in packed.items()}
-    batch["loss_mask"] = batch["loss_mask"] * w[:, None]
-    batch["user_vecs"] = user_vecs[rows]
-    state, metrics = step_fn(state, parts.frozen, jax.tree.map(shard, batch))
-    pending.append(metrics["loss"])
-    if (s + 1) % config.runtime.checkpoint_every == 0 or (s + 1) % steps_per_epoch == 0:
-      save(s + 1)
-      shown.update(epoch=f"{s // steps_per_epoch + 1}/{hp.epochs}", loss=history["loss"][-1])
-  if pending or ckpt.latest_step() != total:
-    save(total)
-  ckpt.close()
+  def step(state, batch):
+    state, metrics = step_fn(state, frozen, batch)
+    return state, metrics["loss"]
+
+  start = time.time()
+  loop = LoopConfig(epochs=hp.epochs, eval_every=1,
+                    checkpoint_every=config.runtime.checkpoint_every,
+                    max_to_keep=config.runtime.max_to_keep, log_every_s=config.runtime.log_every_s)
+  result = train_loop(parts.state, step, lambda e: EpochBatches(enc, plan(e), ctx.pad_id,
+                                                                ctx.mesh),
+                      None, out / "ckpt", loop, desc=f"llm {ctx.domain}/{parts.variant.name}",
+                      params_of=lambda s: s["trainable"])
+  history.update(loss=result.history["step_loss"], epoch_loss=result.history["epoch_loss"],
+                 seconds=round(time.time() - start, 2))
   io_utils.write_json(out / DONE, history)
-  logging.info("llm %s/%s: %d steps, last loss %.4f", ctx.domain, parts.variant.name, total,
-               history["loss"][-1])
+  logging.info("llm %s/%s: %d steps, last loss %.4f", ctx.domain, parts.variant.name,
+               len(history["loss"]), history["loss"][-1])
+
+
+def restore_trained(workdir: pathlib.Path, parts: VariantParts) -> dict:
+  """The trained {"trainable", "opt"} state of a variant (its initial one if nothing trains)."""
+  out = parts.directory(workdir)
+  if not (out / DONE).exists():
+    raise UserError(f"variant {parts.variant.name!r} of {parts.domain!r} is not trained: "
+                    f"{out / DONE} is missing; run the llm stage first")
+  if not (out / "ckpt").exists():
+    return parts.state
+  ckpt = Checkpointer(out / "ckpt")
+  restored, _ = ckpt.restore({"state": parts.state})
+  ckpt.close()
+  return restored["state"]
 
 
 def raise_batch(b: int, mesh) -> None:
@@ -185,15 +216,15 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
   hp = config.llm
   for domain in [d for d in hp.domains if d]:
     ctx = load_context(config, workdir, domain)
-    ex = training_examples(ctx, config.data.num_negatives, hp.seed, hp.train_targets)
-    cache = {}
+    ex = training_examples(ctx, config.data.num_negatives, hp.seed, hp.train_targets,
+                           hp.train_prompts)
+    encoded = {}
     for name in hp.variants:
       parts = build_parts(config, workdir, ctx, name)
       soft = parts.variant.soft_prompts
-      if soft not in cache:
-        packed = pack_examples(ctx, ctx.builder(soft), ex, hp.max_seq_len)
+      if soft not in encoded:
         vecs = (ctx.user_vectors(ex["history"]) if soft
                 else np.zeros((len(ex["target"]), 1), np.float32))
-        cache[soft] = (packed, vecs)
-      train_variant(config, workdir, ctx, parts, *cache[soft])
+        encoded[soft] = encode_examples(ctx.builder(soft), ex, hp.max_seq_len, vecs)
+      train_variant(config, workdir, ctx, parts, encoded[soft])
       del parts

@@ -1,4 +1,4 @@
-"""A small resumable training loop shared by SASRec/GRU4Rec pre-training and FKD.
+"""The one resumable training loop: SASRec/GRU4Rec pre-training, FKD and Stage 2.
 
 The loop owns the effects (checkpoints, evaluation calls, logging); the numerics live in
 the step function it is given. Determinism makes resume exact: the data of step
@@ -10,6 +10,12 @@ running it again therefore ends with the same params and metrics bit for bit.
 Resume order: latest checkpoint in `ckpt_dir` → (train state, best params) + meta
 {epoch, batch, step, losses of the unfinished epoch, history, best metric} → continue
 at `batches(epoch)[batch:]`. An empty directory is a fresh start.
+
+Each trainer supplies only its state, its step, its batches and its evaluation: `params_of`
+picks what evaluation and model selection read from the state (SASRec's "params",
+Stage 2's "trainable"); without an evaluation (`evaluate=None`, Stage 2 whose
+evaluation is the eval stage) the last params are the result. The history records the
+loss of every epoch and of every step.
 """
 
 from __future__ import annotations
@@ -67,7 +73,7 @@ def copy_tree(tree: Any) -> Any:
 def _fresh_meta() -> dict[str, Any]:
   return {
       "epoch": 0, "batch": 0, "step": 0, "epoch_losses": [],
-      "history": {"epoch_loss": [], "valid": []},
+      "history": {"epoch_loss": [], "step_loss": [], "valid": []},
       "best_metric": None, "best_metrics": {}, "best_epoch": 0,
   }
 
@@ -76,27 +82,31 @@ def train_loop(
     state: State,
     train_step: StepFn,
     batches: Callable[[int], Sequence[Any]],
-    evaluate: EvalFn,
+    evaluate: EvalFn | None,
     ckpt_dir: pathlib.Path | str,
     loop: LoopConfig,
     *,
     on_step: Callable[[int], None] | None = None,
     desc: str = "train",
+    params_of: Callable[[State], Any] = lambda s: s["params"],
 ) -> LoopResult:
   """Trains `state` for `loop.epochs` epochs, resuming from `ckpt_dir` if it holds one.
 
   `state` is the freshly initialised train state (its structure and shardings are the
   restore target); `train_step` may donate it. `batches(epoch)` returns the epoch's
   batches in order. `on_step(step)` is called after every step (tests use it to
-  simulate a crash).
+  simulate a crash). `evaluate=None`: no validation, the final params are the result.
   """
   ckpt = Checkpointer(pathlib.Path(ckpt_dir).absolute(), max_to_keep=loop.max_to_keep)
+  bar = None
+  meta = _fresh_meta()
   try:
-    best = copy_tree(state["params"])
-    meta = _fresh_meta()
+    best = copy_tree(params_of(state)) if evaluate is not None else {}
+    keeps_best = evaluate is not None  # without validation no best params are kept
     if ckpt.latest_step() is not None:
-      restored, meta = ckpt.restore({"state": state, "best": best})
-      state, best = restored["state"], restored["best"]
+      restored, meta = ckpt.restore({"state": state, **({"best": best} if keeps_best else {})})
+      meta["history"].setdefault("step_loss", [])
+      state, best = restored["state"], restored.get("best", best)
       state_step = int(state["step"]) if "step" in state else meta["step"]
       if meta["step"] != ckpt.latest_step() or state_step != meta["step"]:
         raise UserError(f"checkpoint {ckpt.directory}/{ckpt.latest_step()} is inconsistent "
@@ -107,13 +117,15 @@ def train_loop(
     def save():
       # Owned host copies: Orbax would compile a slice per shape for replicated device
       # arrays, and a zero-copy host view could be overwritten by the next donating step
-      # while the asynchronous save still writes it.
-      host = jax.tree.map(np.array, jax.device_get({"state": state, "best": best}))
+      # while the asynchronous save still writes it. Arrays spread over several hosts
+      # (a multi-host Stage 2) go to Orbax as they are: each host writes its shards.
+      tree = {"state": state, **({"best": best} if keeps_best else {})}
+      local = all(getattr(x, "is_fully_addressable", True) for x in jax.tree.leaves(tree))
+      host = jax.tree.map(np.array, jax.device_get(tree)) if local else tree
       # A deep copy too: the save serialises `meta` later, while the loop mutates it.
       ckpt.save(meta["step"], host, copy.deepcopy(meta))
 
     last_log = time.monotonic()
-    bar = None
     while meta["epoch"] < loop.epochs:
       epoch = meta["epoch"]
       epoch_batches = batches(epoch)
@@ -138,13 +150,15 @@ def train_loop(
         bar.update(1)
       losses = meta["epoch_losses"] + [float(x) for x in jax.device_get(pending)]
       meta["history"]["epoch_loss"].append(float(np.mean(np.asarray(losses, np.float32))))
+      meta["history"]["step_loss"].extend(losses)
       meta.update(epoch=epoch + 1, batch=0, epoch_losses=[])
-      if (epoch + 1) % loop.eval_every == 0 or epoch + 1 == loop.epochs:
-        metrics = {k: float(v) for k, v in evaluate(state["params"]).items()}
+      if evaluate is not None and ((epoch + 1) % loop.eval_every == 0
+                                   or epoch + 1 == loop.epochs):
+        metrics = {k: float(v) for k, v in evaluate(params_of(state)).items()}
         meta["history"]["valid"].append({"epoch": epoch + 1, **metrics})
         value = metrics[loop.select_metric]
         if meta["best_metric"] is None or value > meta["best_metric"]:
-          best = copy_tree(state["params"])
+          best = copy_tree(params_of(state))
           meta.update(best_metric=value, best_metrics=metrics, best_epoch=epoch + 1)
         logging.info("%s: epoch %d loss %.4f valid %s (best %s=%.4f at epoch %d)", desc,
                      epoch + 1, meta["history"]["epoch_loss"][-1], metrics,
@@ -157,6 +171,8 @@ def train_loop(
       bar.close(**({f"best {loop.select_metric}": meta["best_metric"]}
                    if meta.get("best_metric") is not None else {}))
     ckpt.close()
+  if evaluate is None:
+    best, meta["best_epoch"] = params_of(state), meta["epoch"]
   return LoopResult(
       best_params=best,
       best_metrics=dict(meta["best_metrics"]),

@@ -20,6 +20,11 @@ def test_normalize_is_the_answer_normaliser():
 
 def test_shown_title_and_groups():
   assert shown_title("  The  Lord of\tthe Rings ", 3) == "The Lord of"
+  # A cut leaves no dangling separator; a title of separators only stays as it is.
+  assert shown_title("Community Coffee Ground Coffee, Dark Roast, 12", 6) == (
+      "Community Coffee Ground Coffee, Dark Roast")
+  assert shown_title("Tea - Green & Mint", 2) == "Tea" and shown_title("Tea -", 5) == "Tea"
+  assert shown_title("Salt (Pack of 2)", 3) == "Salt (Pack of" and shown_title(",", 3) == ","
   shown = ["", "A b c", "a B c!", "x", '"X"']
   groups = title_groups(shown)
   assert groups[0] == -1 and groups[1] == groups[2] and groups[3] == groups[4]

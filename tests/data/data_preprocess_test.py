@@ -156,7 +156,10 @@ def test_candidates(tmp_path):
       rows.append((f"u{u}", items[p][0], str(k), "1" if k == 5 else "4"))
   raw = read_canonical("shop", write_canonical(tmp_path, items, rows))
   split, _ = preprocess(raw, params(max_seq_len=8, max_title_words=3))
-  assert split.shown_titles[1:] == [" ".join(t.split()[:3]) for t in split.titles[1:]]
+  # The first 3 words, without a separator the cut leaves dangling ("one," -> "one").
+  assert split.shown_titles[1:] == [" ".join(t.split()[:3]).rstrip(",")
+                                    for t in split.titles[1:]]
+  assert "long name one" in split.shown_titles and "long name one," not in split.shown_titles
   seqs = split.seqs
   for which, target_col in (("valid", -2), ("test", -1)):
     cands, pos = split.candidates(which)

@@ -3,10 +3,13 @@
 import numpy as np
 import pytest
 
+from sfubm_jax.data.candidates import CandidateSampler
 from sfubm_jax.data.split import DomainSplit
+from sfubm_jax.data.titles import title_groups
 from sfubm_jax.errors import UserError
+from sfubm_jax.llm import batches
 from sfubm_jax.llm.context import DomainContext
-from sfubm_jax.llm.train_stage import epoch_order, training_examples
+from sfubm_jax.llm.train_stage import training_examples
 
 
 def _split():
@@ -25,7 +28,9 @@ def _split():
 
 def _ctx(split):
   return DomainContext(None, None, "food", split, None, None, None, "full", None,
-                       [[]] * len(split.titles), split.titles)
+                       [[]] * len(split.titles), split.titles,
+                       sampler=CandidateSampler(title_groups(split.titles), domain="food"),
+                       encode_users=None)
 
 
 def test_examples_targets_negatives_and_seed():
@@ -70,9 +75,51 @@ def test_all_targets_are_every_prefix():
     training_examples(_ctx(split), 19, seed=3, targets="every")
 
 
-def test_epoch_order_covers_every_example_once_with_weight():
-  idx, w = epoch_order(10, 4, seed=0, epoch=1)
-  assert len(idx) == 12 and sorted(idx[w > 0].tolist()) == list(range(10))
-  assert w.sum() == 10
-  idx2, _ = epoch_order(10, 4, seed=0, epoch=2)
-  assert not np.array_equal(idx, idx2)
+def test_train_prompts_is_a_seeded_subset_of_the_examples():
+  split = _split()
+  every = training_examples(_ctx(split), 19, seed=3, targets="all")
+  some = training_examples(_ctx(split), 19, seed=3, targets="all", limit=7)
+  assert len(some["target"]) == 7
+  pairs = {(int(u), int(t)) for u, t in zip(every["user"], every["target"])}
+  assert {(int(u), int(t)) for u, t in zip(some["user"], some["target"])} <= pairs
+  again = training_examples(_ctx(split), 19, seed=3, targets="all", limit=7)
+  np.testing.assert_array_equal(again["candidates"], some["candidates"])
+
+
+def test_train_batches_cover_every_example_once_per_epoch_within_buckets():
+  lengths = np.array([40, 70, 33, 90, 64, 100, 5, 65, 66, 31, 96, 97])
+  plan = batches.train_batches(lengths, 4, seed=0, epoch=1, step=32)
+  real = np.concatenate([b.rows[b.weight > 0] for b in plan])
+  assert sorted(real.tolist()) == list(range(len(lengths)))
+  for b in plan:
+    assert len(b.rows) == 4
+    assert b.length == -(-lengths[b.rows].max() // 32) * 32  # its bucket, not the global max
+    assert len(set(batches.bucket_length(lengths[b.rows], 32).tolist())) == 1  # one bucket
+  again = batches.train_batches(lengths, 4, seed=0, epoch=1, step=32)
+  assert [b.rows.tolist() for b in again] == [b.rows.tolist() for b in plan]
+  other = batches.train_batches(lengths, 4, seed=0, epoch=2, step=32)
+  assert [b.rows.tolist() for b in other] != [b.rows.tolist() for b in plan]
+  # Padding: half short, half long rows; one global length would pad all to 128.
+  short_long = np.array([30, 31, 29, 32, 28, 30, 31, 32, 120, 125, 126, 128, 121, 127, 99, 100])
+  plan = batches.train_batches(short_long, 4, seed=0, epoch=0, step=32)
+  share = batches.padding_share(short_long, plan)
+  assert share == pytest.approx(1 - short_long.sum() / (8 * 32 + 8 * 128))
+  assert share < 0.1 < 1 - short_long.sum() / (16 * 128)
+
+
+def test_eval_chunks_hold_every_row_once_in_bucket_order():
+  lengths = np.array([40, 70, 33, 90, 64, 100, 5])
+  chunks = batches.eval_chunks(lengths, 3, step=32)
+  real = np.concatenate([c.rows[c.weight > 0] for c in chunks])
+  assert sorted(real.tolist()) == list(range(len(lengths)))
+  assert [c.length for c in chunks] == sorted(c.length for c in chunks)
+  assert all(c.length >= lengths[c.rows].max() for c in chunks)
+
+
+def test_sample_is_all_rows_at_zero_and_a_sorted_seeded_subset_otherwise():
+  np.testing.assert_array_equal(batches.sample(5, 0, 1, 2), np.arange(5))
+  np.testing.assert_array_equal(batches.sample(5, 9, 1, 2), np.arange(5))
+  s = batches.sample(100, 10, 1, 2)
+  assert len(set(s.tolist())) == 10 and np.all(np.diff(s) > 0)
+  np.testing.assert_array_equal(s, batches.sample(100, 10, 1, 2))
+  assert not np.array_equal(s, batches.sample(100, 10, 1, 3))

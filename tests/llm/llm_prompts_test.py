@@ -20,12 +20,13 @@ def decode(ids):
   return "".join(chr(i - 100) for i in ids if i >= 100)
 
 
-def builder(soft=True, noun="snacks", max_title=3, template=None):
+def builder(soft=True, noun="snacks", max_title=3, template=None, separator=","):
   titles = ["", "abcdef", "gh", "ijkl", "mn"]
   title_tokens = [encode(" " + t)[:max_title] if t else [] for t in titles]
   return prompts.PromptBuilder(
       encode, template=template or (TEMPLATE if soft else NO_SOFT), noun=noun,
       title_tokens=title_tokens, bos_id=BOS, eos_id=EOS, slot_id=SLOT, soft_prompts=soft,
+      separator=separator,
   )
 
 
@@ -41,13 +42,20 @@ def test_slots_follow_their_titles_and_text_reads_back():
   assert [i for _, i in p.item_slots] == [1, 2, 3, 4]
   assert p.ids[p.user_slot] == SLOT
   text = decode([i if i != SLOT else 100 + ord("#") for i in p.ids[1:]])
-  assert text == "Bought snacks:  ab#, gh#. Pref: #. From  ij#, mn#, next:"
+  # One space before each title (its own), none doubled by the template's.
+  assert text == "Bought snacks: ab#, gh#. Pref: #. From ij#, mn#, next:"
 
 
 def test_template_noun_per_domain_and_no_soft_variant():
   p = builder(soft=False, noun="kitchen products").build([1], [2, 3])
   assert p.item_slots == [] and p.user_slot == -1 and SLOT not in p.ids
-  assert decode(p.ids) == "Bought kitchen products:  ab. From  gh, ij, next:"
+  assert decode(p.ids) == "Bought kitchen products: ab. From gh, ij, next:"
+
+
+def test_item_separator_puts_one_title_per_line():
+  p = builder(soft=False, template="Bought:\n-{history}\nFrom:\n-{candidates}\nNext:",
+              separator="\n-").build([1, 2], [3, 4])
+  assert decode(p.ids) == "Bought:\n- ab\n- gh\nFrom:\n- ij\n- mn\nNext:"
 
 
 def test_template_errors():

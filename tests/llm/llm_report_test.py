@@ -22,7 +22,11 @@ def test_report_tables_and_plots(tmp_path):
   io_utils.write_json(w / "federate" / "kitchen" / "privacy.json",
                       {"sim": 0.9, "reid@1": 0.0, "noise_scale": 0.1, "unprotected": True})
   io_utils.write_json(w / "llm" / "food" / "sfubm" / "history.json",
-                      {"loss": [3.0, 2.0, 1.5], "train_mode": "full"})
+                      {"loss": [3.0, 2.0, 1.5], "train_mode": "frozen", "prompts": 256,
+                       "llm": {"family": "llama", "params": 134515008, "layers": 30,
+                               "hidden": 576, "source": "smollm2-135m-instruct",
+                               "train_mode": "frozen"}})
+  results.update_results(w, "stage2_sample", "food", {"users": 200, "pop_hit@1": 0.05})
   io_utils.write_json(w / "pretrain" / "food" / "sasrec" / "history.json",
                       [{"epoch": 1, "loss": 5.0}, {"epoch": 2, "loss": 4.0}])
   text = report.write_report(config, w).read_text()
@@ -35,9 +39,13 @@ def test_report_tables_and_plots(tmp_path):
   assert "UNPROTECTED RUN" in text and "for kitchen" in text
   assert next(line for line in text.splitlines() if line.startswith("| pop |")).count("0.0456")
   assert "| food | 7 |" in text
-  assert "trained from scratch" in text and "train mode `full`" in text
+  assert ("LLM that ran: llama family, 134.5M parameters, 30 layers, hidden 576, from "
+          "`smollm2-135m-instruct`; frozen (only the projectors train)") in text
+  assert "train mode `frozen`" in text
+  assert "Stage 2 sample sizes (food): 256 training prompts" in text
+  assert "200 evaluated test users (`llm.eval_users=200`" in text
   assert "mlp_llm | not run" in text
-  assert "`llm.train_targets=last`): one per user" in text and "2 epochs, batch 16" in text
+  assert "`llm.train_targets=last`): one per user" in text and "2 epochs, batch 8" in text
   for png in ("report_plots/llm_food.png", "report_plots/pretrain_food_sasrec.png"):
     assert f"]({png})" in text
     assert (w / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
