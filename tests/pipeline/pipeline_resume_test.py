@@ -3,7 +3,8 @@
 Runs the tiny config's data, llm and eval stages (variant llm_only, which needs no
 Stage 1 model, so the test stays short) in subprocesses: once uninterrupted, once killed
 as soon as the LLM stage's first Orbax checkpoint appears and then rerun. results.json
-(the llm_only entry), generations.jsonl and the training-loss history must be equal.
+(the llm_only entry), generations.jsonl and the training-loss history must be equal, for
+both LLM families (the tiny random OPT and Llama; both train through `training.trainer`).
 """
 
 import json
@@ -14,13 +15,16 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 ARGS = ["--config=configs/tiny.py", "--stages=data,llm,eval",
         "--config.llm.variants=('llm_only',)", "--config.llm.epochs=2"]
 
 
-def _cmd(workdir):
-  return [sys.executable, "-m", "sfubm_jax.main", f"--workdir={workdir}", *ARGS]
+def _cmd(workdir, family):
+  return [sys.executable, "-m", "sfubm_jax.main", f"--workdir={workdir}", *ARGS,
+          f"--config.llm.family={family}"]
 
 
 def _env():
@@ -29,8 +33,8 @@ def _env():
   return env
 
 
-def _run(workdir):
-  proc = subprocess.run(_cmd(workdir), cwd=REPO, env=_env(), capture_output=True, text=True,
+def _run(workdir, family):
+  proc = subprocess.run(_cmd(workdir, family), cwd=REPO, env=_env(), capture_output=True, text=True,
                         timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -42,10 +46,11 @@ def _outputs(workdir):
   return res["llm_only"], gens, hist
 
 
-def test_sigkill_mid_llm_stage_then_resume_matches(tmp_path):
+@pytest.mark.parametrize("family", ["opt", "llama"])
+def test_sigkill_mid_llm_stage_then_resume_matches(tmp_path, family):
   clean, killed = tmp_path / "clean", tmp_path / "killed"
-  _run(clean)
-  proc = subprocess.Popen(_cmd(killed), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+  _run(clean, family)
+  proc = subprocess.Popen(_cmd(killed, family), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   ckpt = killed / "llm" / "food" / "llm_only" / "ckpt"
   deadline = time.time() + 300
@@ -60,7 +65,7 @@ def test_sigkill_mid_llm_stage_then_resume_matches(tmp_path):
     proc.wait()
   assert not (killed / "llm" / "COMPLETE").exists()
   assert not (killed / "llm" / "food" / "llm_only" / "history.json").exists()
-  _run(killed)
+  _run(killed, family)
   got, want = _outputs(killed), _outputs(clean)
   assert got[0] == want[0]
   assert got[1] == want[1]
