@@ -170,6 +170,12 @@ def test_cached_ranking_equals_brute_force(setup):
   fast = np.asarray(stage2.make_rank_fn(m, init, "sum")(tr, fr, batch, ans, ans_mask))
   fast_mean = np.asarray(stage2.make_rank_fn(m, init, "mean")(tr, fr, batch, ans, ans_mask))
   np.testing.assert_allclose(fast_mean, fast / ans_mask.sum(-1), rtol=1e-6)
+  # Candidates in chunks (1 and 2 per chunk: 3 chunks, and 2 with the last one padded)
+  # give the scores of all at once.
+  for c_chunk in (1, 2):
+    chunked = stage2.make_rank_fn(m, init, "sum", c_chunk=c_chunk)
+    np.testing.assert_allclose(np.asarray(jax.jit(chunked)(tr, fr, batch, ans, ans_mask)), fast,
+                               rtol=1e-5, atol=1e-5)
   logits_fn = jax.jit(m.logits)
   # Brute force: each unpadded prompt + answer as one sequence, numpy log-softmax
   # (user 1, whose prompt has left padding in the batch; the padded scorer below covers all).
