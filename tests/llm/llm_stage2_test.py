@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 
+from sfubm_jax import sharding
 from sfubm_jax.llm import prompts, stage2
 from sfubm_jax.models.causal_lm import backbone
 from sfubm_jax.models.causal_lm.llama import model as llama
@@ -176,6 +177,12 @@ def test_cached_ranking_equals_brute_force(setup):
     chunked = stage2.make_rank_fn(m, init, "sum", c_chunk=c_chunk)
     np.testing.assert_allclose(np.asarray(jax.jit(chunked)(tr, fr, batch, ans, ans_mask)), fast,
                                rtol=1e-5, atol=1e-5)
+  # ... also with the users split over 2 devices, as the eval stage shards them.
+  mesh = sharding.make_mesh((-1, 1, 1), jax.devices()[:2])
+  put = lambda x: jax.device_put(jnp.asarray(x), sharding.batch_sharding(mesh, np.ndim(x)))
+  sharded = jax.jit(stage2.make_rank_fn(m, init, "sum", c_chunk=2))(
+      tr, fr, jax.tree.map(put, batch), put(ans), put(ans_mask))
+  np.testing.assert_allclose(np.asarray(sharded), fast, rtol=1e-5, atol=1e-5)
   logits_fn = jax.jit(m.logits)
   # Brute force: each unpadded prompt + answer as one sequence, numpy log-softmax
   # (user 1, whose prompt has left padding in the batch; the padded scorer below covers all).
