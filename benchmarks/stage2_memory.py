@@ -20,7 +20,11 @@ programs are compiled with all 32 layers (20–50 s each here); their peak is no
 the layers (XLA frees each layer's prompt cache once it is used when all candidates run
 in one pass), so nothing is extrapolated there. The train step (slower to compile) is
 compiled with 2 and 4 layers and extrapolated linearly to 32: its activations grow by
-one layer's worth per layer.
+one layer's worth per layer. For it the script also prints an estimate: bf16 weights +
+the float32 temporaries × the bf16 / float32 ratio of an analytic count of the saved
+activations (`layer_activation_bytes`, printed beside XLA's float32 growth per layer).
+The reference of the ranking rows is the old path, all 20 candidates at once, measured
+in the same run: the script prints chunked / old peak.
 
 Token counts (stated, not measured on OPT's tokenizer, which is not available offline):
 a prompt has bos, about 45 template tokens, 9 history + 20 candidate titles of 12 words
@@ -28,7 +32,7 @@ at about 1.5 BPE tokens a word (18 tokens), each followed by its [ITEM] slot, 27
 and the [USER] slot: 1 + 45 + 29 × 19 + 27 + 1 = 625, padded to P = 632. Answers: the
 longest shown title (31 tokens) + eos, A = 32. Training sequences P + A = 664.
 
-  python benchmarks/stage2_memory.py                  # both models, about 6 minutes here
+  python benchmarks/stage2_memory.py                  # both models, about 4 minutes here
   python benchmarks/stage2_memory.py --layers=4       # a quick look (4-layer models)
 """
 
@@ -232,6 +236,11 @@ def main(argv=None) -> list[dict]:
     print(f"| {name} | {r['program']} | {r['layers']} | {r['temp_f32_gb']:.1f} GB | "
           f"{r['peak_f32_gb']:.1f} GB | {r['peak_bf16_bound_gb']:.1f} GB | "
           f"{'—' if est is None else f'{est:.1f} GB'} | {'yes' if fits else 'no'} |")
+  for f in args.families.split(","):
+    ranks = [r for r in rows if r["family"] == f and r["program"].startswith("rank")]
+    if len(ranks) == 2:
+      print(f"{f}: chunked ({ranks[1]['program']}) / old ({ranks[0]['program']}) bf16 bound "
+            f"peak = {ranks[1]['peak_bf16_bound_gb'] / ranks[0]['peak_bf16_bound_gb']:.3f}")
   for r in rows:
     print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}))
   return rows
