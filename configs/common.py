@@ -300,6 +300,11 @@ def _llm(pair: dict) -> ml_collections.ConfigDict:
   # Greedy decoding: new tokens at most, and batch size.
   c.max_new_tokens = 32
   c.eval_batch_size = 16
+  # GB of device memory likelihood ranking may spend on the candidates it scores at once
+  # (per user: a copy of the prompt's KV cache and the answer logits; weights and the
+  # prompt pass not included): fewer candidates per chunk when 20 do not fit. 32 keeps
+  # OPT-6.7B / Llama-3-8B at eval_batch_size 16 within one 80 GB GPU (BENCHMARKS.md).
+  c.eval_memory_gb = 32.0
   # Valid-answer rule: "exact" (SPEC §7 choice) or "contains" (LLaRA).
   c.valid_rule = "exact"
   # Likelihood ranking score of a candidate: "sum" of its answer-token log-probs
@@ -458,6 +463,7 @@ def _shrink_cpu(c: ml_collections.ConfigDict) -> None:
   c.llm.lr = 1e-3
   c.llm.batch_size = 8
   c.llm.eval_batch_size = 8
+  c.llm.eval_memory_gb = 4.0
   c.llm.max_new_tokens = 16
   c.llm.variants = ("sfubm", "llm_only")
 

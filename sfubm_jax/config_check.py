@@ -84,6 +84,9 @@ def value_problems(config: ml_collections.ConfigDict) -> list[str]:
                "(λ ≤ 0 uploads unperturbed vectors)")
   if any(x <= 0 for x in config.privacy.sweep):
     bad.append(f"config.privacy.sweep: {list(config.privacy.sweep)} holds a λ ≤ 0")
+  if config.llm.eval_memory_gb <= 0:
+    bad.append(f"config.llm.eval_memory_gb: {config.llm.eval_memory_gb} must be > 0 (GB the "
+               "likelihood ranking may use)")
   stray = [d for d in config.llm.domains if d and d not in domains]
   if stray:
     bad.append(f"config.llm.domains: {stray} not in config.domains {domains}")

@@ -37,7 +37,7 @@ ADDITIVE: dict[str, tuple[str, ...]] = {
 }
 # Never part of a fingerprint: how a run is carried out, not what it computes.
 RUNTIME = ("runtime", "mesh", "federation", "text_encoder.batch_size", "text_encoder.device",
-           "pair", "variant")
+           "llm.eval_memory_gb", "pair", "variant")
 # Stage -> entries of DIR/<stage>/ that survive a redo: caches keyed by their content.
 KEEP_ON_REDO: dict[str, tuple[str, ...]] = {"federate": ("text_cache",)}
 

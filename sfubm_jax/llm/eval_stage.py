@@ -4,7 +4,8 @@ Per (domain, variant) trained by the `llm` stage: the test prompts (test history
 stored test candidates) of `llm.eval_users` seeded test users (0 = all), in chunks bucketed
 by prompt length, are decoded greedily with the KV cache, each output is matched to
 one candidate title (`answers.choose`, rule `config.llm.valid_rule`), and the 20
-candidates are also ranked by log p(" " + title + eos | prompt) (`config.llm.rank_reduce`).
+candidates are also ranked by log p(" " + title + eos | prompt) (`config.llm.rank_reduce`),
+as many candidates at a time as `config.llm.eval_memory_gb` holds (`memory.rank_chunk_size`).
 Users are processed in chunks of `config.llm.eval_batch_size` whose results are written
 atomically to `DIR/eval/<domain>/<variant>/chunks/*.json`; a rerun skips finished chunks.
 Then: metrics into `DIR/results.json` (valid_ratio, hit@1 over all users, hit@1_valid,
@@ -29,7 +30,7 @@ from absl import logging
 
 from sfubm_jax import io_utils, metrics, results
 from sfubm_jax.errors import UserError
-from sfubm_jax.llm import answers, batches, prompts, stage2
+from sfubm_jax.llm import answers, batches, memory, prompts, stage2
 from sfubm_jax.llm.context import DomainContext, VariantParts, build_parts, load_context
 from sfubm_jax.llm.train_stage import restore_trained
 from sfubm_jax.progress import progress
@@ -38,8 +39,8 @@ from sfubm_jax.sharding import batch_divisor, batch_sharding
 
 @functools.lru_cache(maxsize=8)
 def jitted_eval_fns(model: stage2.Stage2Model, max_new_tokens: int, eos_id: int, pad_id: int,
-                    reduce: str):
-  """(embed, greedy generate, rank), compiled once per model structure."""
+                    reduce: str, c_chunk: int = 0):
+  """(embed, greedy generate, rank c_chunk candidates at a time), compiled once each."""
   from sfubm_jax.llm.decoding import make_greedy_generate
   from sfubm_jax.models.causal_lm.backbone import init_cache
 
@@ -47,7 +48,7 @@ def jitted_eval_fns(model: stage2.Stage2Model, max_new_tokens: int, eos_id: int,
   generate = make_greedy_generate(model.llm, max_new_tokens=max_new_tokens,
                                   eos_token_ids=[eos_id], pad_token_id=pad_id)
   rank = jax.jit(stage2.make_rank_fn(model, lambda b, n: init_cache(model.llm.config, b, n),
-                                     reduce))
+                                     reduce, c_chunk))
   return embed, generate, rank
 
 
@@ -93,11 +94,15 @@ def evaluate_variant(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   chunks = batches.eval_chunks(lengths, bs)
   todo = [i for i in range(len(chunks)) if not (out / f"{i:05d}.json").exists()]
   if todo:
+    c_chunk = memory.rank_chunk_size(  # sized for the longest bucket: every chunk fits
+        ctx.llm_config, batch_size=bs // batch_divisor(ctx.mesh),
+        prompt_len=max(c.length for c in chunks),
+        answer_len=ctx.answer_len, num_candidates=cands.shape[1], memory_gb=hp.eval_memory_gb)
     state = restore_trained(workdir, parts)
     trainable, frozen = state["trainable"], parts.frozen
     llm_params = stage2.merge_llm_params(trainable["llm"], frozen["llm"])
     embed, generate, rank = jitted_eval_fns(parts.model, hp.max_new_tokens, ctx.eos_id,
-                                            ctx.pad_id, hp.rank_reduce)
+                                            ctx.pad_id, hp.rank_reduce, c_chunk)
     shard = lambda x: jax.device_put(jnp.asarray(x), batch_sharding(ctx.mesh, x.ndim))
     desc = f"eval {ctx.domain}/{parts.variant.name}"
     for i in progress(todo, desc=desc, every_s=config.runtime.log_every_s):

@@ -165,19 +165,27 @@ def make_score_fn(model: Stage2Model, reduce: str) -> Callable:
   return score
 
 
-def make_rank_fn(model: Stage2Model, init_cache: Callable, reduce: str) -> Callable:
+def make_rank_fn(model: Stage2Model, init_cache: Callable, reduce: str,
+                 c_chunk: int = 0) -> Callable:
   """fn(trainable, frozen, batch, answers [B, C, A], answer_mask [B, C, A]) -> [B, C].
 
   Likelihood ranking with the KV cache: the prompt (left-padded to P) runs once per user,
-  its cache is repeated for the C candidates, and the C right-padded answers run on top.
+  its cache is repeated for the candidates, and their right-padded answers run on top.
   log p(a | prompt) = log p(a_0 | prompt) + Σ_{j≥1} log p(a_j | prompt, a_<j): equal to
   scoring the C full sequences (`make_score_fn` on `prompts.pack_candidates`) at a
-  fraction of the cost. `init_cache(batch_size, max_len)` builds an empty cache.
+  fraction of the cost. `c_chunk` > 0 scores the candidates c_chunk at a time (a
+  `lax.map` over ceil(C / c_chunk) chunks, C padded up with empty answers), so only
+  c_chunk copies of the cache exist at once (`memory.rank_chunk_size` sizes it); 0 = all
+  C at once. `init_cache(batch_size, max_len)` builds an empty cache.
   """
+  if reduce not in RANK_REDUCE:
+    raise ValueError(f"rank reduce {reduce!r} not in {RANK_REDUCE}")
 
   def rank(trainable, frozen, batch, answers, answer_mask):
     b, c, a = answers.shape
     p = batch["input_ids"].shape[1]
+    k = min(c_chunk, c) if c_chunk > 0 else c  # candidates per chunk
+    n = -(-c // k)  # chunks
     llm_params = merge_llm_params(trainable["llm"], frozen["llm"])
     embeds = model.embed(trainable, frozen, batch)  # [B, P, D]
     full_mask = jnp.concatenate(
@@ -185,31 +193,37 @@ def make_rank_fn(model: Stage2Model, init_cache: Callable, reduce: str) -> Calla
     )  # [B, P+A]; answer slots are marked per candidate below
     logits, cache = model.llm.apply(
         llm_params, inputs_embeds=embeds, attention_mask=full_mask, cache=init_cache(b, p + a),
-        deterministic=True,
-    )
+        deterministic=True, logits_to_keep=1,
+    )  # logits [B, 1, V]
     first = jax.nn.log_softmax(logits[:, -1].astype(jnp.float32), axis=-1)  # [B, V]
-    lp0 = jnp.take_along_axis(first, answers[:, :, 0], axis=-1)  # [B, C]
-    rep = lambda x: jnp.repeat(x, c, axis=0) if x.ndim else x
-    cache = jax.tree.map(rep, cache)
-    ans_mask = answer_mask.reshape(b * c, a)
-    mask = jnp.concatenate(
-        [jnp.repeat(batch["attention_mask"], c, axis=0), ans_mask.astype(full_mask.dtype)],
-        axis=1,
-    )  # [B*C, P+A]
-    ans_logits, _ = model.llm.apply(
-        llm_params, answers.reshape(b * c, a), attention_mask=mask, cache=cache,
-        deterministic=True,
-    )  # [B*C, A, V]
-    labels = jnp.concatenate([answers[:, :, 1:], jnp.zeros((b, c, 1), answers.dtype)], -1)
-    rest = token_logprobs(ans_logits, labels.reshape(b * c, a)).reshape(b, c, a)
-    rest_mask = jnp.concatenate(
-        [answer_mask[:, :, 1:], jnp.zeros((b, c, 1), answer_mask.dtype)], axis=-1
-    )
-    total = lp0 * answer_mask[:, :, 0] + jnp.sum(rest * rest_mask, axis=-1)  # [B, C]
+    rep = lambda x: jnp.repeat(x, k, axis=0) if x.ndim else x
+
+    def score_chunk(chunk):
+      # The copies are made inside the loop body: written in place, freed per chunk.
+      ans, ans_mask = chunk  # [B, k, A] each
+      chunk_cache = jax.tree.map(rep, cache)  # [B*k, P+A, ...]: one copy per candidate
+      lp0 = jnp.take_along_axis(first, ans[:, :, 0], axis=-1)  # [B, k]
+      mask = jnp.concatenate(
+          [rep(batch["attention_mask"]), ans_mask.reshape(b * k, a).astype(full_mask.dtype)],
+          axis=1,
+      )  # [B*k, P+A]
+      ans_logits, _ = model.llm.apply(
+          llm_params, ans.reshape(b * k, a), attention_mask=mask, cache=chunk_cache,
+          deterministic=True,
+      )  # [B*k, A, V]
+      labels = jnp.concatenate([ans[:, :, 1:], jnp.zeros((b, k, 1), ans.dtype)], -1)
+      rest = token_logprobs(ans_logits, labels.reshape(b * k, a)).reshape(b, k, a)
+      rest_mask = jnp.concatenate(
+          [ans_mask[:, :, 1:], jnp.zeros((b, k, 1), ans_mask.dtype)], axis=-1
+      )
+      return lp0 * ans_mask[:, :, 0] + jnp.sum(rest * rest_mask, axis=-1)  # [B, k]
+
+    pad = ((0, 0), (0, n * k - c), (0, 0))
+    chunks = tuple(jnp.pad(x, pad).reshape(b, n, k, a).swapaxes(0, 1)
+                   for x in (answers, answer_mask))  # [n, B, k, A] each
+    total = jax.lax.map(score_chunk, chunks).swapaxes(0, 1).reshape(b, n * k)[:, :c]  # [B, C]
     if reduce == "mean":
       return total / jnp.maximum(jnp.sum(answer_mask, axis=-1), 1.0)
-    if reduce != "sum":
-      raise ValueError(f"rank reduce {reduce!r} not in {RANK_REDUCE}")
     return total
 
   return rank

@@ -31,6 +31,13 @@ def test_every_bad_choice_is_named():
     assert part in msg
 
 
+def test_a_ranking_budget_of_zero_is_named():
+  config = load_config("tiny")
+  config.llm.eval_memory_gb = 0.0
+  with pytest.raises(UserError, match=r"config\.llm\.eval_memory_gb: 0\.0 must be > 0"):
+    config_check.check(config)
+
+
 def test_each_checked_field_exists_in_the_config():
   config = load_config("food_kitchen")
   for path in config_check.choices():

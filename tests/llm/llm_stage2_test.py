@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 
+from sfubm_jax import sharding
 from sfubm_jax.llm import prompts, stage2
 from sfubm_jax.models.causal_lm import backbone
 from sfubm_jax.models.causal_lm.llama import model as llama
@@ -170,6 +171,18 @@ def test_cached_ranking_equals_brute_force(setup):
   fast = np.asarray(stage2.make_rank_fn(m, init, "sum")(tr, fr, batch, ans, ans_mask))
   fast_mean = np.asarray(stage2.make_rank_fn(m, init, "mean")(tr, fr, batch, ans, ans_mask))
   np.testing.assert_allclose(fast_mean, fast / ans_mask.sum(-1), rtol=1e-6)
+  # Candidates in chunks (1 and 2 per chunk: 3 chunks, and 2 with the last one padded)
+  # give the scores of all at once.
+  for c_chunk in (1, 2):
+    chunked = stage2.make_rank_fn(m, init, "sum", c_chunk=c_chunk)
+    np.testing.assert_allclose(np.asarray(jax.jit(chunked)(tr, fr, batch, ans, ans_mask)), fast,
+                               rtol=1e-5, atol=1e-5)
+  # ... also with the users split over 2 devices, as the eval stage shards them.
+  mesh = sharding.make_mesh((-1, 1, 1), jax.devices()[:2])
+  put = lambda x: jax.device_put(jnp.asarray(x), sharding.batch_sharding(mesh, np.ndim(x)))
+  sharded = jax.jit(stage2.make_rank_fn(m, init, "sum", c_chunk=2))(
+      tr, fr, jax.tree.map(put, batch), put(ans), put(ans_mask))
+  np.testing.assert_allclose(np.asarray(sharded), fast, rtol=1e-5, atol=1e-5)
   logits_fn = jax.jit(m.logits)
   # Brute force: each unpadded prompt + answer as one sequence, numpy log-softmax
   # (user 1, whose prompt has left padding in the batch; the padded scorer below covers all).
