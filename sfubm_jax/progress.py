@@ -53,8 +53,9 @@ class Bar:
     else:
       head = f"{self.desc} {self.count}"
     tail = f" [{_duration(elapsed)}, {rate:.1f} {self.unit}/s"
-    if not final and self.total:
-      tail += f", eta {_duration((self.total - self.count) / max(rate, 1e-9))}"
+    if not final and self.total:  # no rate before the first step: no estimate yet
+      eta = _duration((self.total - self.count) / rate) if self.count else "?"
+      tail += f", eta {eta}"
     tail += "]"
     extra = " ".join(f"{k} {_metric(v)}" for k, v in self.metrics.items())
     return head + tail + (f" {extra}" if extra else "")
