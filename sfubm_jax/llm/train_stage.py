@@ -114,6 +114,20 @@ def epoch_order(num: int, batch: int, seed: int, epoch: int) -> tuple[np.ndarray
   return idx, weight
 
 
+def step_batch(packed: dict, user_vecs: np.ndarray, step: int, *, batch_size: int,
+               seed: int) -> dict[str, np.ndarray]:
+  """The host batch of global step `step`: its rows of the epoch order, user vectors, and
+  the loss mask zeroed on the padding repeats of the epoch's last batch."""
+  num = len(packed["input_ids"])
+  epoch, k = divmod(step, math.ceil(num / batch_size))
+  idx, weight = epoch_order(num, batch_size, seed, epoch)
+  rows, w = idx[k * batch_size:(k + 1) * batch_size], weight[k * batch_size:(k + 1) * batch_size]
+  batch = {key: v[rows] for key, v in packed.items()}
+  batch["loss_mask"] = batch["loss_mask"] * w[:, None]
+  batch["user_vecs"] = user_vecs[rows]
+  return batch
+
+
 def train_variant(config: ml_collections.ConfigDict, workdir: pathlib.Path,
                   ctx: DomainContext, parts: VariantParts, packed: dict,
                   user_vecs: np.ndarray) -> None:
@@ -157,12 +171,7 @@ def train_variant(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   shown = {}  # the bar's metrics: the loss as of the last checkpoint
   for s in progress(range(step, total), total=total - step, desc=desc,
                     every_s=config.runtime.log_every_s, metrics=shown):
-    epoch, k = divmod(s, steps_per_epoch)
-    idx, weight = epoch_order(num, b, hp.seed, epoch)
-    rows, w = idx[k * b:(k + 1) * b], weight[k * b:(k + 1) * b]
-    batch = {key: v[rows] for key, v in packed.items()}
-    batch["loss_mask"] = batch["loss_mask"] * w[:, None]
-    batch["user_vecs"] = user_vecs[rows]
+    batch = step_batch(packed, user_vecs, s, batch_size=b, seed=hp.seed)
     state, metrics = step_fn(state, parts.frozen, jax.tree.map(shard, batch))
     pending.append(metrics["loss"])
     if (s + 1) % config.runtime.checkpoint_every == 0 or (s + 1) % steps_per_epoch == 0:
