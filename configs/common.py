@@ -64,11 +64,12 @@ PROMPT_TEMPLATE_NO_SOFT = (
     "{candidates}, the next item the user will choose is:"
 )
 # The same prompt in the chat format of SmolLM2-Instruct (and other ChatML models), one
-# title per line (`llm.item_separator` "\n-"): the `:cpu` LLM's own format.
+# title per line (`llm.item_separator` "\n-"): the `:cpu` LLM's own format. The answer
+# " title" + eos follows the reply's "-" like one more line of the lists.
 CHAT_TEMPLATE = (
     "<|im_start|>user\nThis user has bought these {noun}:\n-{history}\nThe user's "
     "preference: {user}.\nCandidates:\n-{candidates}\nWhich candidate will the user buy "
-    "next? Answer with its title only.<|im_end|>\n<|im_start|>assistant\nNext item:"
+    "next? Answer with its title only.<|im_end|>\n<|im_start|>assistant\n-"
 )
 CHAT_TEMPLATE_NO_SOFT = CHAT_TEMPLATE.replace("\nThe user's preference: {user}.", "")
 # The shipped pretrained LLM of the `:cpu` sizes (frozen; installs from PyPI, README).
@@ -457,8 +458,8 @@ def _shrink_cpu(c: ml_collections.ConfigDict) -> None:
   c.llm.template = CHAT_TEMPLATE
   c.llm.template_no_soft = CHAT_TEMPLATE_NO_SOFT
   c.llm.item_separator = "\n-"
-  c.llm.train_prompts = 256
-  c.llm.eval_users = 200
+  c.llm.train_prompts = 128
+  c.llm.eval_users = 100
   c.llm.epochs = 2
   c.llm.lr = 1e-3
   c.llm.batch_size = 8

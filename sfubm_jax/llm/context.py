@@ -102,6 +102,7 @@ class DomainContext:
   display_titles: list[str]  # [N+1] the split's shown titles: what prompts show, answers name
   sampler: CandidateSampler  # the data stage's candidate sampler over these titles
   encode_users: Callable[[np.ndarray], np.ndarray] | None  # frozen SASRec r_u; None: unused
+  stop_ids: tuple[int, ...] = ()  # decoding stops here: eos and whitespace-only "\n" tokens
 
   @property
   def pad_id(self) -> int:
@@ -155,7 +156,19 @@ def load_context(config: ml_collections.ConfigDict, workdir: pathlib.Path,
       config, workdir, domain, split, tokenizer, llm_config, llm_params, mode, mesh,
       title_tokens, list(split.shown_titles),
       sampler=CandidateSampler(title_groups(split.shown_titles), domain=domain),
-      encode_users=export.make_user_encoder(workdir, domain) if soft else None)
+      encode_users=export.make_user_encoder(workdir, domain) if soft else None,
+      stop_ids=stop_token_ids(tokenizer))
+
+
+def stop_token_ids(tokenizer) -> tuple[int, ...]:
+  """eos and every token that is whitespace holding a newline (SPEC §7: greedy decoding
+  stops at EOS or a newline; such a token carries no answer text, so nothing is cut)."""
+  ids = {int(tokenizer.eos_token_id)}
+  for token, i in tokenizer.get_vocab().items():
+    text = tokenizer.convert_tokens_to_string([token])
+    if "\n" in text and not text.strip():
+      ids.add(int(i))
+  return tuple(sorted(ids))
 
 
 def describe_llm(ctx: DomainContext) -> dict:

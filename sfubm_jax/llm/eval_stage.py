@@ -38,15 +38,18 @@ from sfubm_jax.sharding import batch_divisor, batch_sharding
 
 
 @functools.lru_cache(maxsize=8)
-def jitted_eval_fns(model: stage2.Stage2Model, max_new_tokens: int, eos_id: int, pad_id: int,
-                    reduce: str, c_chunk: int = 0):
-  """(embed, greedy generate, rank c_chunk candidates at a time), compiled once each."""
+def jitted_eval_fns(model: stage2.Stage2Model, max_new_tokens: int,
+                    eos_id: int | tuple[int, ...], pad_id: int, reduce: str, c_chunk: int = 0):
+  """(embed, greedy generate, rank c_chunk candidates at a time), compiled once each.
+
+  `eos_id`: the stop token, or all of them (`DomainContext.stop_ids`)."""
   from sfubm_jax.llm.decoding import make_greedy_generate
   from sfubm_jax.models.causal_lm.backbone import init_cache
 
   embed = jax.jit(model.embed)
+  stops = list(eos_id) if isinstance(eos_id, tuple) else [eos_id]
   generate = make_greedy_generate(model.llm, max_new_tokens=max_new_tokens,
-                                  eos_token_ids=[eos_id], pad_token_id=pad_id)
+                                  eos_token_ids=stops, pad_token_id=pad_id)
   rank = jax.jit(stage2.make_rank_fn(model, lambda b, n: init_cache(model.llm.config, b, n),
                                      reduce, c_chunk))
   return embed, generate, rank
@@ -101,8 +104,9 @@ def evaluate_variant(config: ml_collections.ConfigDict, workdir: pathlib.Path,
     state = restore_trained(workdir, parts)
     trainable, frozen = state["trainable"], parts.frozen
     llm_params = stage2.merge_llm_params(trainable["llm"], frozen["llm"])
-    embed, generate, rank = jitted_eval_fns(parts.model, hp.max_new_tokens, ctx.eos_id,
-                                            ctx.pad_id, hp.rank_reduce, c_chunk)
+    embed, generate, rank = jitted_eval_fns(parts.model, hp.max_new_tokens,
+                                            ctx.stop_ids or ctx.eos_id, ctx.pad_id,
+                                            hp.rank_reduce, c_chunk)
     shard = lambda x: jax.device_put(jnp.asarray(x), batch_sharding(ctx.mesh, x.ndim))
     desc = f"eval {ctx.domain}/{parts.variant.name}"
     for i in progress(todo, desc=desc, every_s=config.runtime.log_every_s):
