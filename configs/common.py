@@ -458,8 +458,8 @@ def _shrink_cpu(c: ml_collections.ConfigDict) -> None:
   c.llm.template = CHAT_TEMPLATE
   c.llm.template_no_soft = CHAT_TEMPLATE_NO_SOFT
   c.llm.item_separator = "\n-"
-  c.llm.train_prompts = 128
-  c.llm.eval_users = 100
+  c.llm.train_prompts = 64
+  c.llm.eval_users = 64
   c.llm.epochs = 2
   c.llm.lr = 1e-3
   c.llm.batch_size = 8
