@@ -36,6 +36,7 @@ def main() -> None:
   ap.add_argument("--prompts", type=int, default=0, help="0 = the config's llm.train_prompts")
   ap.add_argument("--repeats", type=int, default=3)
   ap.add_argument("--json", default="", help="also write the result as JSON here")
+  ap.add_argument("--no-timing", action="store_true", help="padding shares only")
   args = ap.parse_args()
 
   import jax
@@ -75,7 +76,8 @@ def main() -> None:
   step_fn = train_stage.jitted_train_step(parts.model, hp.lr, enc.keep)
   state = parts.state
   times = {}
-  for length in sorted({b.length for b in bucketed} | {global_len}):
+  lengths_timed = [] if args.no_timing else sorted({b.length for b in bucketed} | {global_len})
+  for length in lengths_timed:
     plan = [b for b in bucketed if b.length == length] or [
         batches.Batch(flat[0].rows, flat[0].weight, length)]
     batch = train_stage.EpochBatches(enc, plan[:1], ctx.pad_id, ctx.mesh)[0]
@@ -90,13 +92,13 @@ def main() -> None:
     times[length] = float(np.median(runs))
     print(f"step at length {length}: {times[length]:.3f} s (median of {args.repeats})",
           flush=True)
-  epoch_flat = sum(times[b.length] for b in flat)
-  epoch_bucketed = sum(times[b.length] for b in bucketed)
+  epoch_flat = sum(times[b.length] for b in flat) if times else None
+  epoch_bucketed = sum(times[b.length] for b in bucketed) if times else None
   out = {
       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
       "load_avg": os.getloadavg(), "config": args.config, "domain": domain,
       "train_prompts": len(enc.prompts), "batch_size": hp.batch_size,
-      "bucket_step": batches.BUCKET_STEP,
+      "max_buckets": batches.MAX_BUCKETS,
       "train_padding_before": batches.padding_share(enc.lengths, flat),
       "train_padding_after": batches.padding_share(enc.lengths, bucketed),
       "eval_users": len(users), "eval_batch_size": hp.eval_batch_size,
@@ -104,7 +106,9 @@ def main() -> None:
       "eval_padding_after": batches.padding_share(eval_lengths, eval_chunks),
       "step_seconds_by_length": times,
       "epoch_seconds_before": epoch_flat, "epoch_seconds_after": epoch_bucketed,
-      "epoch_speedup": epoch_flat / epoch_bucketed,
+      "epoch_speedup": epoch_flat / epoch_bucketed if times else None,
+      "train_lengths": [int(x) for x in np.percentile(enc.lengths, [0, 50, 100])],
+      "eval_lengths": [int(x) for x in np.percentile(eval_lengths, [0, 50, 100])],
   }
   print(json.dumps(out, indent=1))
   if args.json:

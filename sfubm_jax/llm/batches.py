@@ -4,15 +4,17 @@ Pure index arithmetic over per-example token lengths; the stages pack the rows.
 
 - `sample(n, limit, seed, salt)`: the seeded subset of `limit` rows (all when 0) that a
   config's `llm.train_prompts` / `llm.eval_users` selects, in ascending order.
-- `bucket_length(n, step)`: a length rounded up to its bucket. Batches are padded to
-  their bucket, not to the longest sequence of the run: one jitted step per bucket
-  length (a few), and little padding (`padding_share`).
-- `train_batches(lengths, batch, seed, epoch, step)`: one epoch's batches. Rows are
-  shuffled within their bucket, cut into whole batches (a bucket's last batch is filled
-  with repeats of its rows that carry weight 0), and the batch order is shuffled; a pure
-  function of (lengths, seed, epoch), so a resumed run sees the same batches.
-- `eval_chunks(lengths, batch, step)`: evaluation chunks, rows ordered by bucket (stable),
-  each chunk at the length of its longest row's bucket.
+- `plan_buckets(lengths, batch, max_buckets)`: rows sorted by length are cut into at most
+  `max_buckets` runs of whole batches; a bucket's length is its longest row rounded up to
+  8. Batches are padded to their bucket, not to the longest sequence of the run: one
+  jitted step per bucket (a few compilations), little padding (`padding_share`), and
+  buckets of whole batches, so small samples get no extra filler rows.
+- `train_batches(lengths, batch, seed, epoch, max_buckets)`: one epoch's batches. Rows
+  are shuffled within their bucket, cut into whole batches (a bucket's last batch is
+  filled with repeats of its rows that carry weight 0), and the batch order is shuffled; a
+  pure function of (lengths, seed, epoch), so a resumed run sees the same batches.
+- `eval_chunks(lengths, batch, max_buckets)`: evaluation chunks in bucket order, each at
+  its bucket's length.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import dataclasses
 
 import numpy as np
 
-BUCKET_STEP = 32  # tokens between two bucket lengths
+MAX_BUCKETS = 4  # bucket lengths (compilations) per run at most
+MULTIPLE = 8  # bucket lengths are multiples of this
 
 
 def sample(n: int, limit: int, seed: int, salt: int) -> np.ndarray:
@@ -31,9 +34,27 @@ def sample(n: int, limit: int, seed: int, salt: int) -> np.ndarray:
   return np.sort(np.random.default_rng([seed, salt]).choice(n, size=limit, replace=False))
 
 
-def bucket_length(n: int | np.ndarray, step: int = BUCKET_STEP):
-  """`n` rounded up to a multiple of `step`."""
-  return -(-np.asarray(n) // step) * step
+def plan_buckets(lengths: np.ndarray, batch: int, max_buckets: int = MAX_BUCKETS
+                 ) -> tuple[np.ndarray, np.ndarray]:
+  """(bucket [N] of each row, length [K] of each bucket) for `lengths` [N].
+
+  Rows in ascending length (ties by index) are cut into K = min(max_buckets, batches)
+  runs of whole batches (the last run takes the remainder); a bucket's length is its
+  longest row rounded up to a multiple of 8.
+  """
+  lengths = np.asarray(lengths)
+  n = len(lengths)
+  order = np.argsort(lengths, kind="stable")
+  num_batches = -(-n // batch)
+  k = max(1, min(max_buckets, num_batches))
+  edges = [(g * num_batches // k) * batch for g in range(k)] + [n]
+  bucket = np.empty(n, np.int64)
+  sizes = []
+  for g in range(k):
+    rows = order[edges[g]:edges[g + 1]]
+    bucket[rows] = g
+    sizes.append(-(-int(lengths[rows].max()) // MULTIPLE) * MULTIPLE)
+  return bucket, np.asarray(sizes, np.int64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,14 +67,13 @@ class Batch:
 
 
 def train_batches(lengths: np.ndarray, batch: int, seed: int, epoch: int,
-                  step: int = BUCKET_STEP) -> list[Batch]:
+                  max_buckets: int = MAX_BUCKETS) -> list[Batch]:
   """Epoch `epoch`'s batches: shuffled within buckets, whole batches, shuffled order."""
-  lengths = np.asarray(lengths)
+  bucket, sizes = plan_buckets(lengths, batch, max_buckets)
   rng = np.random.default_rng([seed, 11, epoch])
-  buckets = bucket_length(lengths, step)
   out = []
-  for length in np.unique(buckets):
-    rows = rng.permutation(np.flatnonzero(buckets == length))
+  for g, length in enumerate(sizes):
+    rows = rng.permutation(np.flatnonzero(bucket == g))
     pad = (-len(rows)) % batch
     weight = np.concatenate([np.ones(len(rows), np.float32), np.zeros(pad, np.float32)])
     rows = np.concatenate([rows, rows[np.arange(pad) % len(rows)]])
@@ -62,17 +82,18 @@ def train_batches(lengths: np.ndarray, batch: int, seed: int, epoch: int,
   return [out[i] for i in rng.permutation(len(out))]
 
 
-def eval_chunks(lengths: np.ndarray, batch: int, step: int = BUCKET_STEP) -> list[Batch]:
-  """Chunks of `batch` rows in bucket order; the last is filled with weight-0 repeats."""
-  lengths = np.asarray(lengths)
-  order = np.argsort(bucket_length(lengths, step), kind="stable")
+def eval_chunks(lengths: np.ndarray, batch: int, max_buckets: int = MAX_BUCKETS) -> list[Batch]:
+  """Chunks of `batch` rows in bucket order (ascending row index within a bucket), each at
+  its bucket's length; a bucket's last chunk is filled with weight-0 repeats."""
+  bucket, sizes = plan_buckets(lengths, batch, max_buckets)
   out = []
-  for k in range(0, len(order), batch):
-    rows = order[k:k + batch]
-    pad = batch - len(rows)
-    weight = np.concatenate([np.ones(len(rows), np.float32), np.zeros(pad, np.float32)])
-    rows = np.concatenate([rows, np.full(pad, rows[0])])
-    out.append(Batch(rows, weight, int(bucket_length(lengths[rows].max(), step))))
+  for g, length in enumerate(sizes):
+    rows_g = np.flatnonzero(bucket == g)
+    for k in range(0, len(rows_g), batch):
+      rows = rows_g[k:k + batch]
+      pad = batch - len(rows)
+      weight = np.concatenate([np.ones(len(rows), np.float32), np.zeros(pad, np.float32)])
+      out.append(Batch(np.concatenate([rows, np.full(pad, rows[0])]), weight, int(length)))
   return out
 
 

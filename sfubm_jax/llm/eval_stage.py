@@ -84,7 +84,7 @@ def evaluate_variant(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   cands, target_pos = (x[users] for x in ctx.split.candidates("test"))
   ps = [builder.build(h, c) for h, c in zip(hist, cands)]
   lengths = np.asarray([len(p.ids) for p in ps])
-  prompts.check_length(int(batches.bucket_length(lengths.max()))
+  prompts.check_length(prompts.round_up(int(lengths.max()))
                        + max(hp.max_new_tokens, ctx.answer_len), hp.max_seq_len)
   slots = max(1, max(len(p.item_slots) for p in ps))
   ans, ans_mask = answer_arrays(ctx, builder, cands, ctx.answer_len)

@@ -125,7 +125,7 @@ def encode_examples(builder: prompts.PromptBuilder, ex: dict, max_seq_len: int,
   ps = [builder.build(h, c) for h, c in zip(ex["history"], ex["candidates"])]
   ans = [builder.answer(t) for t in ex["target"]]
   lengths = np.asarray([len(p.ids) + len(a) for p, a in zip(ps, ans)], np.int64)
-  prompts.check_length(int(batches.bucket_length(lengths.max())), max_seq_len)
+  prompts.check_length(prompts.round_up(int(lengths.max())), max_seq_len)
   return Encoded(ps, ans, lengths, max(1, max(len(p.item_slots) for p in ps)), user_vecs,
                  keep=max(len(a) for a in ans) + 1)
 

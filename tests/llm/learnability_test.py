@@ -125,12 +125,8 @@ def trained():
   enc = train_stage.encode_examples(builder, ex, 64, user_vec(ex["target"]))
   mesh = make_mesh((-1, 1, 1))
   step_fn = train_stage.jitted_train_step(model, LR, enc.keep)
-  # Buckets of 64 tokens: every prompt here (26-34 tokens) shares one bucket. With the
-  # default 32 the 18% of prompts above 32 tokens form batches of their own, and these
-  # seeds then reach only Valid 0.74 in 200 steps (0.83 in 300): learning at this budget
-  # depends on the batch order (see the closing note of issue 12).
   plan = lambda epoch: train_stage.EpochBatches(
-      enc, batches.train_batches(enc.lengths, BATCH, 0, epoch, step=64), PAD, mesh)
+      enc, batches.train_batches(enc.lengths, BATCH, 0, epoch), PAD, mesh)
   per_epoch = len(plan(0))
   losses = []
   for s in range(STEPS):

@@ -88,32 +88,45 @@ def test_train_prompts_is_a_seeded_subset_of_the_examples():
 
 def test_train_batches_cover_every_example_once_per_epoch_within_buckets():
   lengths = np.array([40, 70, 33, 90, 64, 100, 5, 65, 66, 31, 96, 97])
-  plan = batches.train_batches(lengths, 4, seed=0, epoch=1, step=32)
+  plan = batches.train_batches(lengths, 2, seed=0, epoch=1, max_buckets=3)
   real = np.concatenate([b.rows[b.weight > 0] for b in plan])
   assert sorted(real.tolist()) == list(range(len(lengths)))
+  assert all(b.weight.all() for b in plan)  # 12 rows = 3 buckets of whole batches of 2
+  # Buckets are runs of the sorted lengths, each padded to its longest row rounded to 8.
+  assert sorted({b.length for b in plan}) == [40, 72, 104]
+  by_len = {}
   for b in plan:
-    assert len(b.rows) == 4
-    assert b.length == -(-lengths[b.rows].max() // 32) * 32  # its bucket, not the global max
-    assert len(set(batches.bucket_length(lengths[b.rows], 32).tolist())) == 1  # one bucket
-  again = batches.train_batches(lengths, 4, seed=0, epoch=1, step=32)
+    assert len(b.rows) == 2 and b.length >= lengths[b.rows].max()
+    by_len.setdefault(b.length, []).extend(lengths[b.rows].tolist())
+  assert sorted(by_len[40]) == [5, 31, 33, 40] and sorted(by_len[104]) == [90, 96, 97, 100]
+  again = batches.train_batches(lengths, 2, seed=0, epoch=1, max_buckets=3)
   assert [b.rows.tolist() for b in again] == [b.rows.tolist() for b in plan]
-  other = batches.train_batches(lengths, 4, seed=0, epoch=2, step=32)
+  other = batches.train_batches(lengths, 2, seed=0, epoch=2, max_buckets=3)
   assert [b.rows.tolist() for b in other] != [b.rows.tolist() for b in plan]
-  # Padding: half short, half long rows; one global length would pad all to 128.
-  short_long = np.array([30, 31, 29, 32, 28, 30, 31, 32, 120, 125, 126, 128, 121, 127, 99, 100])
-  plan = batches.train_batches(short_long, 4, seed=0, epoch=0, step=32)
-  share = batches.padding_share(short_long, plan)
-  assert share == pytest.approx(1 - short_long.sum() / (8 * 32 + 8 * 128))
-  assert share < 0.1 < 1 - short_long.sum() / (16 * 128)
+  # A sample smaller than the buckets: no filler rows beyond one partial batch.
+  few = batches.train_batches(lengths[:5], 4, seed=0, epoch=0)
+  assert sum(int((b.weight == 0).sum()) for b in few) == 3
+
+
+def test_bucketing_cuts_padding_against_one_global_length():
+  rng = np.random.default_rng(0)
+  lengths = rng.integers(300, 480, size=256)
+  plan = batches.train_batches(lengths, 8, seed=0, epoch=0)
+  total = sum(len(b.rows) * b.length for b in plan)
+  assert batches.padding_share(lengths, plan) == pytest.approx(1 - lengths.sum() / total)
+  flat = [batches.Batch(b.rows, b.weight, 480) for b in plan]
+  assert batches.padding_share(lengths, plan) < 0.1 < batches.padding_share(lengths, flat)
+  assert len({b.length for b in plan}) == batches.MAX_BUCKETS  # compilations bounded
 
 
 def test_eval_chunks_hold_every_row_once_in_bucket_order():
   lengths = np.array([40, 70, 33, 90, 64, 100, 5])
-  chunks = batches.eval_chunks(lengths, 3, step=32)
+  chunks = batches.eval_chunks(lengths, 3, max_buckets=2)
   real = np.concatenate([c.rows[c.weight > 0] for c in chunks])
   assert sorted(real.tolist()) == list(range(len(lengths)))
   assert [c.length for c in chunks] == sorted(c.length for c in chunks)
   assert all(c.length >= lengths[c.rows].max() for c in chunks)
+  assert len({c.length for c in chunks}) == 2
 
 
 def test_sample_is_all_rows_at_zero_and_a_sorted_seeded_subset_otherwise():
