@@ -430,7 +430,7 @@ def get_config(pair: str | None = None, variant: str | None = None,
 
 
 def _shrink_cpu(c: ml_collections.ConfigDict) -> None:
-  """Sizes that run every stage end to end on 2 CPU cores in about 15 minutes."""
+  """Sizes for a 2-core laptop: the paper's Stage 1 user counts, Stage 2 on SmolLM2 (README)."""
   # Stage 1 keeps the paper's Table 1 user counts (all users where the shipped data has
   # fewer): with 1,000 users most test targets never occur in training. Keep-all (0, the
   # default of a domain the package does not know) is capped.

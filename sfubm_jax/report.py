@@ -67,6 +67,12 @@ def table2(res: Mapping, pair: str, target: str) -> str:
         f"| {ours} | {_f(r.get('hit@1'))} | {_pct(valid)} | {_f(r.get('hit@1_valid'))} | "
         f"{_f(r.get('rank_hit@1'))} | {_f(r.get('rank_ndcg@10'))} | {label} | "
         f"{_f(paper.get(col))} |")
+  sample = res.get("stage2_sample", {}).get(target)
+  if sample:
+    parts = [f"{m} Hit@1 {_f(sample.get(f'{m}_hit@1'))}, NDCG@10 {_f(sample.get(f'{m}_ndcg@10'))}"
+             for m in ("pop", "sasrec") if f"{m}_hit@1" in sample]
+    lines.append(f"\nOn the {int(sample['users'])} test users that Stage 2 evaluated (same "
+                 f"candidates): {'; '.join(parts)}. The LLM rows are over those users only.")
   if paper:
     lines.append(f"\nPaper SF-UBM Valid ratio: {_pct(paper['sfubm_valid'])}. ID-only "
                  "baselines (pop, sasrec, gru4rec) score the same 20 candidates by dot product; "

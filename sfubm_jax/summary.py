@@ -52,7 +52,12 @@ def final(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> list[str]
   res = results.read_results(workdir)
   target = config.domains[0]
   rows = [(m, res[m][target]) for m in sorted(res, key=_order) if target in res.get(m, {})
-          and m != "federate"]
+          and m not in ("federate", "stage2_sample")]
+  sample = res.get("stage2_sample", {}).get(target, {})
+  for m in ("pop", "sasrec"):  # the ID baselines on exactly the users Stage 2 evaluated
+    if f"{m}_hit@1" in sample:
+      rows.append((f"{m} ({int(sample['users'])} u.)",
+                   {k: sample[f"{m}_{k}"] for k in ("hit@1", "ndcg@10")}))
   if not rows:
     return []
   out = [f"results on {target} (test, {len(rows)} methods):",

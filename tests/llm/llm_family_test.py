@@ -33,7 +33,9 @@ def test_llama_family_trains_and_evaluates_end_to_end(tmp_path):
   assert all(math.isfinite(x) for x in hist["loss"])
   res = json.loads((tmp_path / "results.json").read_text())["llm_only"]["food"]
   assert 0.0 <= res["valid_ratio"] <= 1.0 and 0.0 <= res["rank_hit@1"] <= 1.0
-  assert "small random llama" in (tmp_path / "report.md").read_text()
+  report = (tmp_path / "report.md").read_text()
+  assert "LLM that ran: llama family" in report and "A random tiny LLM (test sizes)" in report
+  assert hist["llm"]["family"] == "llama" and hist["llm"]["train_mode"] == "full"
 
 
 def test_unknown_family_is_one_error_line():

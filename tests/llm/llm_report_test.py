@@ -26,7 +26,8 @@ def test_report_tables_and_plots(tmp_path):
                        "llm": {"family": "llama", "params": 134515008, "layers": 30,
                                "hidden": 576, "source": "smollm2-135m-instruct",
                                "train_mode": "frozen"}})
-  results.update_results(w, "stage2_sample", "food", {"users": 200, "pop_hit@1": 0.05})
+  results.update_results(w, "stage2_sample", "food", {"users": 200, "pop_hit@1": 0.0521,
+                                                      "sasrec_hit@1": 0.2222})
   io_utils.write_json(w / "pretrain" / "food" / "sasrec" / "history.json",
                       [{"epoch": 1, "loss": 5.0}, {"epoch": 2, "loss": 4.0}])
   text = report.write_report(config, w).read_text()
@@ -43,7 +44,9 @@ def test_report_tables_and_plots(tmp_path):
           "`smollm2-135m-instruct`; frozen (only the projectors train)") in text
   assert "train mode `frozen`" in text
   assert "Stage 2 sample sizes (food): 256 training prompts" in text
-  assert "200 evaluated test users (`llm.eval_users=200`" in text
+  assert "200 evaluated test users (`llm.eval_users=64`" in text
+  assert "On the 200 test users that Stage 2 evaluated" in text
+  assert "pop Hit@1 0.0521" in text and "sasrec Hit@1 0.2222" in text
   assert "mlp_llm | not run" in text
   assert "`llm.train_targets=last`): one per user" in text and "2 epochs, batch 8" in text
   for png in ("report_plots/llm_food.png", "report_plots/pretrain_food_sasrec.png"):
