@@ -225,17 +225,15 @@ def plots(workdir: pathlib.Path) -> list[tuple[str, str]]:
 def llm_notes(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> str:
   hp = config.llm
   modes = {}
-  for path in sorted((workdir / "llm").glob("*/*/history.json")):
-    h = io_utils.read_json(path)
-    modes[f"{path.parent.parent.name}/{path.parent.name}"] = (h.get("train_mode"), h.get("note"))
-  lines = []
-  ran = {}  # the LLM as the llm stage described it (history.json), else the config's
+  ran = {}  # the LLM as the llm stage described it (history.json)
   prompts_used = {}
   for path in sorted((workdir / "llm").glob("*/*/history.json")):
     h = io_utils.read_json(path)
+    modes[f"{path.parent.parent.name}/{path.parent.name}"] = (h.get("train_mode"), h.get("note"))
     ran = h.get("llm", ran)
     if "prompts" in h:
       prompts_used[path.parent.parent.name] = h["prompts"]
+  lines = []
   if ran:
     size = f"{ran['params'] / 1e6:,.1f}M parameters, {ran['layers']} layers, hidden {ran['hidden']}"
     mode = {"frozen": "frozen (only the projectors train)", "lora": "frozen + LoRA adapters",
@@ -249,9 +247,9 @@ def llm_notes(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> str:
     lines.append(f"- LLM: pretrained `{hp.checkpoint}` (the llm stage has not run).")
   for k, (mode, note) in modes.items():
     lines.append(f"- `{k}`: train mode `{mode}`" + (f" ({note})" if note else ""))
+  samples = results.read_results(workdir).get("stage2_sample", {})
   for domain, n in prompts_used.items():
-    sample = io_utils.read_json(workdir / "results.json").get("stage2_sample", {}).get(
-        domain, {}) if (workdir / "results.json").exists() else {}
+    sample = samples.get(domain, {})
     users = int(sample["users"]) if "users" in sample else "–"
     lines.append(f"- Stage 2 sample sizes ({domain}): {n} training prompts "
                  f"(`llm.train_prompts={hp.train_prompts}`, 0 = all), {users} evaluated test "

@@ -144,22 +144,19 @@ def evaluate_variant(config: ml_collections.ConfigDict, workdir: pathlib.Path,
 
 def stage1_on_eval_users(config: ml_collections.ConfigDict, workdir: pathlib.Path,
                          ctx: DomainContext) -> dict[str, float]:
-  """pop and SASRec ranking metrics on the users and candidates Stage 2 evaluates."""
+  """pop and SASRec ranking metrics on the users and candidates Stage 2 evaluates: the
+  pretrain stage's own evaluations (`evaluate_pop`, `seqrec_train.evaluate`) on those rows."""
   from sfubm_jax.training import export
-  from sfubm_jax.training.popularity import pop_scores, train_counts
+  from sfubm_jax.training import seqrec_train as st
+  from sfubm_jax.training.popularity import evaluate_pop
 
   users = eval_users(config, ctx)
-  hist, _ = (x[users] for x in ctx.split.history("test"))
-  cands, target_pos = (x[users] for x in ctx.split.candidates("test"))
-  counts = train_counts(ctx.split.history("train")[0], ctx.split.num_items)
-  rng = np.random.default_rng([config.data.seed, 1])
-  out = {"users": float(len(users)), "train_prompts": float(config.llm.train_prompts)}
-  pop = metrics.ranking_metrics(pop_scores(counts, cands, rng), target_pos)
+  out = {"users": float(len(users))}
+  pop = evaluate_pop(ctx.split, "test", config.data.seed, users)
   out.update({f"pop_{k}": v for k, v in pop.items()})
-  if ctx.encode_users is not None:
-    table = export.load_item_embeddings(workdir, ctx.domain, "sasrec")  # [N+1, d]
-    r = ctx.user_vectors(hist)  # [U, d]
-    sas = metrics.ranking_metrics(np.einsum("ud,ucd->uc", r, table[cands]), target_pos)
+  if ctx.encode_users is not None:  # a soft-prompt variant runs, so SASRec exists
+    model, params = export.load_sasrec(workdir, ctx.domain)
+    sas = st.evaluate(st.make_scorer(model), params, ctx.split, "test", users=users)
     out.update({f"sasrec_{k}": v for k, v in sas.items()})
   return out
 

@@ -26,9 +26,13 @@ def pop_scores(counts: np.ndarray, cands: np.ndarray, rng: np.random.Generator) 
   return counts[cands].astype(np.float64) + 0.5 * rng.random(cands.shape)
 
 
-def evaluate_pop(split: DomainSplit, which: str, seed: int) -> dict[str, float]:
-  """Ranking metrics of `pop` on split `which` ("valid" or "test")."""
+def evaluate_pop(split: DomainSplit, which: str, seed: int,
+                 users: np.ndarray | None = None) -> dict[str, float]:
+  """Ranking metrics of `pop` on split `which` ("valid" or "test"), over the rows `users`
+  (all when None; the same tie-breaking draws as the evaluation over all users)."""
   counts = train_counts(split.history("train")[0], split.num_items)
   cands, target_pos = split.candidates(which)
   rng = np.random.default_rng([seed, {"valid": 0, "test": 1}[which]])
-  return ranking_metrics(pop_scores(counts, cands, rng), target_pos)
+  scores = pop_scores(counts, cands, rng)
+  rows = slice(None) if users is None else users
+  return ranking_metrics(scores[rows], target_pos[rows])

@@ -206,9 +206,12 @@ def score_candidates(scorer: Callable, params, hist: np.ndarray, cands: np.ndarr
 
 
 def evaluate(scorer: Callable, params, split: DomainSplit, which: str,
-             batch_size: int = 512) -> dict[str, float]:
-  """Ranking metrics of `params` on split `which` ("valid" or "test")."""
+             batch_size: int = 512, users: np.ndarray | None = None) -> dict[str, float]:
+  """Ranking metrics of `params` on split `which` ("valid" or "test"), over the rows
+  `users` (all when None)."""
   hist, _ = split.history(which)
   cands, target_pos = split.candidates(which)
+  if users is not None:
+    hist, cands, target_pos = hist[users], cands[users], target_pos[users]
   scores = score_candidates(scorer, params, hist, cands, batch_size)
   return ranking_metrics(scores, target_pos)

@@ -101,8 +101,8 @@ def train_loop(
   bar = None
   meta = _fresh_meta()
   try:
-    best = copy_tree(params_of(state)) if evaluate is not None else {}
     keeps_best = evaluate is not None  # without validation no best params are kept
+    best = copy_tree(params_of(state)) if keeps_best else {}
     if ckpt.latest_step() is not None:
       restored, meta = ckpt.restore({"state": state, **({"best": best} if keeps_best else {})})
       meta["history"].setdefault("step_loss", [])
