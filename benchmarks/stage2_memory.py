@@ -78,6 +78,7 @@ def programs(cfg, hp: dict, c_chunk: int) -> dict:
   import optax
 
   from sfubm_jax.llm import stage2
+  from sfubm_jax.llm.context import decode_budget
   from sfubm_jax.llm.decoding import make_greedy_generate
   from sfubm_jax.models.causal_lm import backbone
   from sfubm_jax.models.projector import SoftPrompts
@@ -104,7 +105,8 @@ def programs(cfg, hp: dict, c_chunk: int) -> dict:
   state = {"trainable": trainable, "opt": jax.eval_shape(tx.init, trainable)}
   b, e = hp["batch_size"], hp["eval_batch_size"]
   train = jax.jit(stage2.make_train_step(model, tx, ANSWER_LEN + 1), donate_argnums=0)
-  generate = make_greedy_generate(model.llm, max_new_tokens=hp["max_new_tokens"],
+  new_tokens = decode_budget(hp["max_new_tokens"], ANSWER_LEN)
+  generate = make_greedy_generate(model.llm, max_new_tokens=new_tokens,
                                   eos_token_ids=[cfg.eos_token_id])
   init = lambda n, s: backbone.init_cache(cfg, n, s)
   eval_batch = batch(e, PROMPT_LEN, False)

@@ -298,8 +298,9 @@ def _llm(pair: dict) -> ml_collections.ConfigDict:
       {d: ITEM_NOUN.get(d, DOMAIN_DEFAULTS["noun"]) for d in pair["domains"]})
   # Longest prompt + answer in tokens (longer ones are an error, not silently cut).
   c.max_seq_len = 1024
-  # Greedy decoding: new tokens at most, and batch size.
-  c.max_new_tokens = 32
+  # Greedy decoding: new tokens at most (0 = the longest shown title + its stop token, so
+  # every candidate can be named in full; a smaller value is an error), and batch size.
+  c.max_new_tokens = 0
   c.eval_batch_size = 16
   # GB of device memory likelihood ranking may spend on the candidates it scores at once
   # (per user: a copy of the prompt's KV cache and the answer logits; weights and the
@@ -465,7 +466,6 @@ def _shrink_cpu(c: ml_collections.ConfigDict) -> None:
   c.llm.batch_size = 8
   c.llm.eval_batch_size = 8
   c.llm.eval_memory_gb = 4.0
-  c.llm.max_new_tokens = 16
   c.llm.variants = ("sfubm", "llm_only")
 
 
@@ -506,7 +506,6 @@ def _shrink_tiny(c: ml_collections.ConfigDict) -> None:
   c.llm.eval_users = 0
   c.llm.lr = 1e-3
   c.llm.epochs = 1
-  c.llm.max_new_tokens = 8
   c.llm.batch_size = 8
   c.llm.eval_batch_size = 16
   c.llm.variants = ("sfubm", "llm_only")

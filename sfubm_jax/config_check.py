@@ -87,6 +87,9 @@ def value_problems(config: ml_collections.ConfigDict) -> list[str]:
   if config.llm.eval_memory_gb <= 0:
     bad.append(f"config.llm.eval_memory_gb: {config.llm.eval_memory_gb} must be > 0 (GB the "
                "likelihood ranking may use)")
+  if config.llm.max_new_tokens < 0:
+    bad.append(f"config.llm.max_new_tokens: {config.llm.max_new_tokens} < 0 (0 = the "
+               "longest shown title)")
   stray = [d for d in config.llm.domains if d and d not in domains]
   if stray:
     bad.append(f"config.llm.domains: {stray} not in config.domains {domains}")

@@ -126,6 +126,12 @@ class DomainContext:
     """Tokens of the longest answer: a shown title and eos."""
     return max(len(t) for t in self.title_tokens) + 1
 
+  @property
+  def max_new_tokens(self) -> int:
+    """Greedy decoding budget: `llm.max_new_tokens`, or (0) the longest answer, so that
+    every candidate title can be generated in full and then stopped."""
+    return decode_budget(self.config.llm.max_new_tokens, self.answer_len)
+
   def sample_candidates(self, rng: np.random.Generator, target: int, touched: set[int],
                         num_negatives: int) -> np.ndarray:
     """The data stage's sampler (`data.candidates`): target + never-touched negatives."""
@@ -158,6 +164,19 @@ def load_context(config: ml_collections.ConfigDict, workdir: pathlib.Path,
       sampler=CandidateSampler(title_groups(split.shown_titles), domain=domain),
       encode_users=export.make_user_encoder(workdir, domain) if soft else None,
       stop_ids=stop_token_ids(tokenizer))
+
+
+def decode_budget(max_new_tokens: int, answer_len: int) -> int:
+  """0 = `answer_len` (title + stop token of the longest shown title); a budget below it
+  would cut some candidate titles short and count them as invalid answers: an error."""
+  if max_new_tokens == 0:
+    return answer_len
+  if max_new_tokens < answer_len:
+    raise UserError(
+        f"config.llm.max_new_tokens={max_new_tokens} cannot generate the longest shown "
+        f"title ({answer_len} tokens with its stop token), so such answers would be cut "
+        f"and counted invalid; set it to 0 (= the longest answer) or at least {answer_len}")
+  return max_new_tokens
 
 
 def stop_token_ids(tokenizer) -> tuple[int, ...]:

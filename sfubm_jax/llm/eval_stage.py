@@ -85,7 +85,7 @@ def evaluate_variant(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   ps = [builder.build(h, c) for h, c in zip(hist, cands)]
   lengths = np.asarray([len(p.ids) for p in ps])
   prompts.check_length(prompts.round_up(int(lengths.max()))
-                       + max(hp.max_new_tokens, ctx.answer_len), hp.max_seq_len)
+                       + ctx.max_new_tokens, hp.max_seq_len)
   slots = max(1, max(len(p.item_slots) for p in ps))
   ans, ans_mask = answer_arrays(ctx, builder, cands, ctx.answer_len)
   bs = hp.eval_batch_size
@@ -104,7 +104,7 @@ def evaluate_variant(config: ml_collections.ConfigDict, workdir: pathlib.Path,
     state = restore_trained(workdir, parts)
     trainable, frozen = state["trainable"], parts.frozen
     llm_params = stage2.merge_llm_params(trainable["llm"], frozen["llm"])
-    embed, generate, rank = jitted_eval_fns(parts.model, hp.max_new_tokens,
+    embed, generate, rank = jitted_eval_fns(parts.model, ctx.max_new_tokens,
                                             ctx.stop_ids or ctx.eos_id, ctx.pad_id,
                                             hp.rank_reduce, c_chunk)
     shard = lambda x: jax.device_put(jnp.asarray(x), batch_sharding(ctx.mesh, x.ndim))
