@@ -263,6 +263,33 @@ def llm_notes(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> str:
   return "\n".join(lines)
 
 
+def stage1_epochs(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> str:
+  """Epochs each Stage 1 model trained, its best validation epoch, and early stops."""
+  rows = []
+  for stage, pattern, section in (("pretrain", "*/*/history.json", None),
+                                  ("fkd", "*/*/metrics.json", "fkd")):
+    for path in sorted((workdir / stage).glob(pattern)):
+      obj = io_utils.read_json(path)
+      h = obj.get("history", obj) if isinstance(obj, Mapping) else None
+      if not isinstance(h, Mapping):
+        continue
+      best = obj.get("best_epoch")
+      if best is None and (path.parent / "metrics.json").exists():
+        best = io_utils.read_json(path.parent / "metrics.json").get("best_epoch")
+      name = section or path.parent.name
+      hp = config[name] if name in config else None
+      planned = hp.epochs if hp is not None else "–"
+      stop = (f"early stop after epoch {h['stopped_at']} (`{name}.patience="
+              f"{hp.patience if hp is not None else '?'}`)" if h.get("stopped_at") else "all")
+      rows.append(f"| {path.parent.parent.name}/{path.parent.name} | "
+                  f"{len(h.get('epoch_loss', []))} of {planned} | {best if best else '–'} | "
+                  f"{stop} |")
+  if not rows:
+    return "(no Stage 1 training histories yet)"
+  return "\n".join(["| model | epochs trained | best validation epoch | stopped |",
+                    "|---|---:|---:|---|", *rows])
+
+
 def stage_times(workdir: pathlib.Path) -> str:
   """Wall seconds of every finished stage (from the pipeline's COMPLETE markers)."""
   from sfubm_jax.pipeline import COMPLETE, STAGES
@@ -310,6 +337,7 @@ def write_report(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> pa
       f"## Table 4: ablations ({target})", table4(res, target),
       "## Table 5: privacy of the uploads", privacy_section(workdir),
       "## All results (results.json)", all_results(res) if res else "(no results yet)",
+      "## Stage 1 training length", stage1_epochs(config, workdir),
       "## Stage wall times", stage_times(workdir),
       "## Training curves",
   ]

@@ -38,8 +38,8 @@ def train_config(config: ml_collections.ConfigDict) -> FKDTrainConfig:
   c, rt = config.fkd, config.runtime
   return FKDTrainConfig(
       lr=c.lr, batch_size=c.batch_size, epochs=c.epochs, eval_every=c.eval_every,
-      seed=c.seed, select_metric=c.select_metric, checkpoint_every=rt.checkpoint_every,
-      max_to_keep=rt.max_to_keep, log_every_s=rt.log_every_s,
+      patience=c.patience, seed=c.seed, select_metric=c.select_metric,
+      checkpoint_every=rt.checkpoint_every, max_to_keep=rt.max_to_keep, log_every_s=rt.log_every_s,
   )
 
 

@@ -40,6 +40,7 @@ class FKDTrainConfig:
   batch_size: int = 32
   epochs: int = 10
   eval_every: int = 1
+  patience: int = 0  # early stopping: evaluations without a new best (0 = off)
   seed: int = 5
   select_metric: str = "ndcg@10"
   checkpoint_every: int = 200
@@ -175,7 +176,8 @@ def train_fkd(
     return ranking_metrics(candidate_scores(users[which], emb, cands), pos)
 
   loop = trainer.LoopConfig(
-      epochs=tc.epochs, eval_every=tc.eval_every, checkpoint_every=tc.checkpoint_every,
+      epochs=tc.epochs, eval_every=tc.eval_every, patience=tc.patience,
+      checkpoint_every=tc.checkpoint_every,
       select_metric=tc.select_metric, max_to_keep=tc.max_to_keep, log_every_s=tc.log_every_s,
   )
   result = trainer.train_loop(

@@ -71,7 +71,7 @@ def train_model(
   step = st.jit_train_step(st.make_train_step(model, tx, dropout_key, capacity=capacity),
                            state, mesh)
   scorer = st.make_scorer(model)
-  loop = LoopConfig(epochs=hp.epochs, eval_every=hp.eval_every,
+  loop = LoopConfig(epochs=hp.epochs, eval_every=hp.eval_every, patience=hp.patience,
                     checkpoint_every=checkpoint_every, select_metric=hp.select_metric,
                     max_to_keep=max_to_keep, log_every_s=log_every_s)
   result = train_loop(

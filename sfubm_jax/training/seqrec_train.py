@@ -43,6 +43,7 @@ class TrainHParams:
   epochs: int
   eval_every: int
   seed: int
+  patience: int = 0  # early stopping: evaluations without a new best (0 = off)
   select_metric: str = "ndcg@10"
   eval_batch_size: int = 512
 
@@ -79,7 +80,7 @@ def build_model(kind: str, spec: dict[str, Any]) -> nn.Module:
 
 def hparams(section) -> TrainHParams:
   return TrainHParams(lr=section.lr, batch_size=section.batch_size, epochs=section.epochs,
-                      eval_every=section.eval_every, seed=section.seed,
+                      eval_every=section.eval_every, seed=section.seed, patience=section.patience,
                       select_metric=section.select_metric)
 
 

@@ -49,6 +49,10 @@ class LoopConfig:
   eval_every: int  # Validate every this many epochs (and after the last one).
   checkpoint_every: int  # Checkpoint every this many steps (and at each epoch end).
   select_metric: str = "ndcg@10"  # Validation metric whose maximum picks the params.
+  # Early stopping: end training after this many evaluations in a row without a new best
+  # (0 = train every epoch). The stop is a function of the validation history, so a
+  # resumed run stops at the same epoch.
+  patience: int = 0
   max_to_keep: int = 2
   log_every_s: float = 5.0
 
@@ -76,6 +80,11 @@ def _fresh_meta() -> dict[str, Any]:
       "history": {"epoch_loss": [], "step_loss": [], "valid": []},
       "best_metric": None, "best_metrics": {}, "best_epoch": 0,
   }
+
+
+def evals_since_best(valid: Sequence[dict], best_epoch: int) -> int:
+  """Evaluations after the one that gave the best params."""
+  return sum(1 for v in valid if v["epoch"] > best_epoch)
 
 
 def train_loop(
@@ -126,7 +135,7 @@ def train_loop(
       ckpt.save(meta["step"], host, copy.deepcopy(meta))
 
     last_log = time.monotonic()
-    while meta["epoch"] < loop.epochs:
+    while meta["epoch"] < loop.epochs and not meta["history"].get("stopped_at"):
       epoch = meta["epoch"]
       epoch_batches = batches(epoch)
       if bar is None:  # steps still to run, taking every epoch to be as long as this one
@@ -164,6 +173,11 @@ def train_loop(
                      epoch + 1, meta["history"]["epoch_loss"][-1], metrics,
                      loop.select_metric, meta["best_metric"], meta["best_epoch"])
         bar.set(**{f"valid {loop.select_metric}": value})
+        if loop.patience and evals_since_best(meta["history"]["valid"],
+                                              meta["best_epoch"]) >= loop.patience:
+          meta["history"]["stopped_at"] = epoch + 1
+          logging.info("%s: no better %s in %d evaluations: stopped after epoch %d", desc,
+                       loop.select_metric, loop.patience, epoch + 1)
       bar.set(epoch=f"{epoch + 1}/{loop.epochs}", loss=meta["history"]["epoch_loss"][-1])
       save()
   finally:

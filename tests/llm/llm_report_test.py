@@ -59,3 +59,17 @@ def test_numeric_series_shapes():
   assert report.numeric_series([{"epoch": 1, "a": 1.0}, {"epoch": 2, "a": 0.5}]) == {
       "a": [1.0, 0.5]}
   assert report.numeric_series({"history": {"loss": [1.0]}}) == {"history/loss": [1.0]}
+
+
+def test_stage1_training_length_names_early_stops(tmp_path):
+  config = load_config("food_kitchen", "cpu")
+  w = tmp_path
+  io_utils.write_json(w / "pretrain" / "food" / "sasrec" / "history.json",
+                      {"epoch_loss": [5.0] * 25, "valid": [], "stopped_at": 25})
+  io_utils.write_json(w / "pretrain" / "food" / "sasrec" / "metrics.json", {"best_epoch": 15})
+  io_utils.write_json(w / "fkd" / "food" / "fkd" / "metrics.json",
+                      {"best_epoch": 1, "history": {"epoch_loss": [9.0] * 10}})
+  text = report.write_report(config, w).read_text()
+  assert ("| food/sasrec | 25 of 40 | 15 | early stop after epoch 25 (`sasrec.patience=2`) |"
+          in text)
+  assert "| food/fkd | 10 of 10 | 1 | all |" in text
