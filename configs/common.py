@@ -451,8 +451,9 @@ def _shrink_cpu(c: ml_collections.ConfigDict) -> None:
   c.gru4rec.eval_every = 5
   c.fkd.epochs = 10
   # Early stopping after 2 evaluations without a new best: on food_kitchen at the paper's
-  # user counts the best validation epoch was 15/40, 15/40, 5/40, 5/40 (SASRec and GRU4Rec,
-  # food then kitchen) and 1/10 for FKD, so the remaining epochs only cost time.
+  # user counts the best validation epoch was 15, 40, 5 and 5 of 40 (SASRec and GRU4Rec,
+  # food then kitchen) and 1 of 10 for every FKD variant. The one cost: GRU4Rec on food
+  # stops after epoch 25 and keeps epoch 15 (valid NDCG@10 0.4627 against 0.4670 at 40).
   c.sasrec.patience = 2
   c.gru4rec.patience = 2
   c.fkd.patience = 2

@@ -87,6 +87,10 @@ def value_problems(config: ml_collections.ConfigDict) -> list[str]:
   if config.llm.eval_memory_gb <= 0:
     bad.append(f"config.llm.eval_memory_gb: {config.llm.eval_memory_gb} must be > 0 (GB the "
                "likelihood ranking may use)")
+  for section in ("sasrec", "gru4rec", "fkd"):
+    if config[section].patience < 0:
+      bad.append(f"config.{section}.patience: {config[section].patience} < 0 (0 trains "
+                 "every epoch)")
   if config.llm.max_new_tokens < 0:
     bad.append(f"config.llm.max_new_tokens: {config.llm.max_new_tokens} < 0 (0 = the "
                "longest shown title)")

@@ -38,6 +38,10 @@ ADDITIVE: dict[str, tuple[str, ...]] = {
 # Never part of a fingerprint: how a run is carried out, not what it computes.
 RUNTIME = ("runtime", "mesh", "federation", "text_encoder.batch_size", "text_encoder.device",
            "llm.eval_memory_gb", "pair", "variant")
+# Fields added after workdirs were written, with the value that reproduces the behaviour
+# from before they existed: a record without one compares as if it held that value.
+ADDED_DEFAULTS: dict[str, Any] = {"sasrec.patience": 0, "gru4rec.patience": 0,
+                                  "fkd.patience": 0}
 # Stage -> entries of DIR/<stage>/ that survive a redo: caches keyed by their content.
 KEEP_ON_REDO: dict[str, tuple[str, ...]] = {"federate": ("text_cache",)}
 
@@ -65,8 +69,10 @@ def reads(stage: str, config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-  """Paths whose values differ between two fingerprints."""
-  return sorted(p for p in set(old) | set(new) if old.get(p) != new.get(p))
+  """Paths whose values differ between two fingerprints (`old` may predate a field of
+  ADDED_DEFAULTS)."""
+  return sorted(p for p in set(old) | set(new)
+                if old.get(p, ADDED_DEFAULTS.get(p)) != new.get(p, ADDED_DEFAULTS.get(p)))
 
 
 @dataclasses.dataclass(frozen=True)

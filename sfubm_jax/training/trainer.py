@@ -64,7 +64,9 @@ class LoopResult:
   best_params: Any
   best_metrics: dict[str, float]  # Validation metrics of best_params.
   best_epoch: int  # 1-based epoch after which best_params were evaluated.
-  history: dict[str, list]  # {"epoch_loss": [float], "valid": [{"epoch": e, **metrics}]}
+  # {"epoch_loss": [float], "step_loss": [float], "valid": [{"epoch": e, **metrics}]}, and
+  # "stopped_at": the epoch after which early stopping ended training, if it did.
+  history: dict[str, Any]
   state: State  # The final train state.
 
 
@@ -99,7 +101,8 @@ def train_loop(
     desc: str = "train",
     params_of: Callable[[State], Any] = lambda s: s["params"],
 ) -> LoopResult:
-  """Trains `state` for `loop.epochs` epochs, resuming from `ckpt_dir` if it holds one.
+  """Trains `state` for `loop.epochs` epochs (fewer if early stopping ends it), resuming
+  from `ckpt_dir` if it holds one.
 
   `state` is the freshly initialised train state (its structure and shardings are the
   restore target); `train_step` may donate it. `batches(epoch)` returns the epoch's
@@ -173,8 +176,8 @@ def train_loop(
                      epoch + 1, meta["history"]["epoch_loss"][-1], metrics,
                      loop.select_metric, meta["best_metric"], meta["best_epoch"])
         bar.set(**{f"valid {loop.select_metric}": value})
-        if loop.patience and evals_since_best(meta["history"]["valid"],
-                                              meta["best_epoch"]) >= loop.patience:
+        if (loop.patience and epoch + 1 < loop.epochs
+            and evals_since_best(meta["history"]["valid"], meta["best_epoch"]) >= loop.patience):
           meta["history"]["stopped_at"] = epoch + 1
           logging.info("%s: no better %s in %d evaluations: stopped after epoch %d", desc,
                        loop.select_metric, loop.patience, epoch + 1)

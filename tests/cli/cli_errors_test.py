@@ -85,7 +85,7 @@ def test_paper_config_without_checkpoint_runs_stage1_stages(tmp_path):
     config_check.check(config, ("data", "llm"))
   cpu = load_config("food_kitchen", "cpu")
   assert cpu.llm.checkpoint == "smollm2-135m-instruct" and not cpu.llm.train_llm
-  assert cpu.llm.lora_rank == 0  # frozen: only the projectors train
+  assert cpu.llm.lora_rank == 8  # frozen weights; LoRA on q/v and the projectors train
   config_check.check(cpu, ("llm", "eval"))  # the wheel is installed (README set-up)
   assert load_config("tiny", "").llm.checkpoint == ""
 

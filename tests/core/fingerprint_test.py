@@ -47,7 +47,7 @@ def test_llm_field_redoes_llm_and_eval():
 
 
 def test_eval_only_llm_fields_do_not_retrain():
-  plan = _plan(lambda c: setattr(c.llm, "max_new_tokens", 3))
+  plan = _plan(lambda c: setattr(c.llm, "max_new_tokens", 40))
   assert _actions(plan) == ["skip"] * 5 + ["redo"]
 
 
@@ -80,3 +80,18 @@ def test_unfinished_stage_runs_and_later_finished_ones_redo():
   saved["pretrain"] = None
   plan = fingerprint.plan(STAGES, config_io.to_dict(base), saved)
   assert [s.action for s in plan] == ["skip", "skip", "run", "redo", "redo", "redo"]
+
+
+def test_a_record_from_before_a_new_field_compares_with_its_old_behaviour():
+  # Records written before `*.patience` existed lack it: they match patience 0 (what the
+  # code did then) and differ from any stop that changes training.
+  base = load_config("tiny")
+  saved = _saved(base)
+  for stage in ("pretrain", "fkd"):
+    saved[stage] = {k: v for k, v in saved[stage].items() if not k.endswith(".patience")}
+  for value, want in ((0, ["skip"] * 6), (3, ["skip"] * 2 + ["redo"] * 4)):
+    new = load_config("tiny")
+    with new.unlocked():
+      new.sasrec.patience = new.gru4rec.patience = new.fkd.patience = value
+    plan = fingerprint.plan(STAGES, config_io.to_dict(new), saved)
+    assert [s.action for s in plan] == want

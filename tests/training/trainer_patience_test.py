@@ -65,3 +65,21 @@ def test_a_rerun_after_the_stop_or_a_crash_ends_the_same(tmp_path):
   # A finished, stopped run rerun trains nothing more.
   done = _run(tmp_path / "run", SCORES, patience=3)
   assert done.history == ref.history and int(done.state["step"]) == 5
+
+
+def test_a_stop_rule_met_at_the_last_epoch_is_no_early_stop(tmp_path):
+  res = _run(tmp_path, [0.5, 0.4, 0.3], patience=2)
+  assert "stopped_at" not in res.history and len(res.history["epoch_loss"]) == 3
+
+
+def test_config_patience_reaches_each_loop():
+  from conftest import load_config
+
+  from sfubm_jax.training import fkd_stage, seqrec_train
+
+  cpu, paper = load_config("food_kitchen", "cpu"), load_config("food_kitchen", "")
+  assert seqrec_train.hparams(cpu.sasrec).patience == 2
+  assert seqrec_train.hparams(cpu.gru4rec).patience == 2
+  assert fkd_stage.train_config(cpu).patience == 2
+  assert seqrec_train.hparams(paper.sasrec).patience == 0
+  assert fkd_stage.train_config(paper).patience == 0
