@@ -266,24 +266,17 @@ def llm_notes(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> str:
 def stage1_epochs(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> str:
   """Epochs each Stage 1 model trained, its best validation epoch, and early stops."""
   rows = []
-  for stage, pattern, section in (("pretrain", "*/*/history.json", None),
-                                  ("fkd", "*/*/metrics.json", "fkd")):
-    for path in sorted((workdir / stage).glob(pattern)):
-      obj = io_utils.read_json(path)
-      h = obj.get("history", obj) if isinstance(obj, Mapping) else None
-      if not isinstance(h, Mapping):
-        continue
-      best = obj.get("best_epoch")
-      if best is None and (path.parent / "metrics.json").exists():
-        best = io_utils.read_json(path.parent / "metrics.json").get("best_epoch")
-      name = section or path.parent.name
-      hp = config[name] if name in config else None
-      planned = hp.epochs if hp is not None else "–"
+  for stage in ("pretrain", "fkd"):
+    for path in sorted((workdir / stage).glob("*/*/metrics.json")):
+      m = io_utils.read_json(path)  # fkd keeps its history here, pretrain beside it
+      h = m.get("history") or io_utils.read_json(path.parent / "history.json")
+      best = m.get("best_epoch")
+      name = "fkd" if stage == "fkd" else path.parent.name  # config section: sasrec, gru4rec
       stop = (f"early stop after epoch {h['stopped_at']} (`{name}.patience="
-              f"{hp.patience if hp is not None else '?'}`)" if h.get("stopped_at") else "all")
+              f"{config[name].patience}`)" if h.get("stopped_at") else "all")
       rows.append(f"| {path.parent.parent.name}/{path.parent.name} | "
-                  f"{len(h.get('epoch_loss', []))} of {planned} | {best if best else '–'} | "
-                  f"{stop} |")
+                  f"{len(h.get('epoch_loss', []))} of {config[name].epochs} | "
+                  f"{best or '–'} | {stop} |")
   if not rows:
     return "(no Stage 1 training histories yet)"
   return "\n".join(["| model | epochs trained | best validation epoch | stopped |",

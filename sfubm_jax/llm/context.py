@@ -158,12 +158,14 @@ def load_context(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   title_tokens = [[]] + [tokenizer.encode(" " + t, add_special_tokens=False)
                          for t in split.shown_titles[1:]]
   soft = any(variants.get_variant(n).soft_prompts for n in config.llm.variants)
-  return DomainContext(
+  ctx = DomainContext(
       config, workdir, domain, split, tokenizer, llm_config, llm_params, mode, mesh,
       title_tokens, list(split.shown_titles),
       sampler=CandidateSampler(title_groups(split.shown_titles), domain=domain),
       encode_users=export.make_user_encoder(workdir, domain) if soft else None,
       stop_ids=stop_token_ids(tokenizer))
+  decode_budget(config.llm.max_new_tokens, ctx.answer_len)  # cuts titles: fail before any work
+  return ctx
 
 
 def decode_budget(max_new_tokens: int, answer_len: int) -> int:

@@ -41,7 +41,6 @@ from sfubm_jax.llm.context import (
   DomainContext,
   VariantParts,
   build_parts,
-  decode_budget,
   describe_llm,
   load_context,
 )
@@ -217,7 +216,6 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
   hp = config.llm
   for domain in [d for d in hp.domains if d]:
     ctx = load_context(config, workdir, domain)
-    decode_budget(hp.max_new_tokens, ctx.answer_len)  # a budget that cuts titles: fail now
     ex = training_examples(ctx, config.data.num_negatives, hp.seed, hp.train_targets,
                            hp.train_prompts)
     encoded = {}
