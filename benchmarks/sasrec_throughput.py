@@ -16,7 +16,11 @@ changes hit every row alike; median and min–max seq/s over the windows):
                 full-softmax variant), eager and `torch.compile`; the faster is kept
   torch real    the same with `hidden[mask]` before the projection (eager) or the same
                 fixed-capacity gather as ours (compiled)
-  gru4rec / fkd this project's GRU4Rec and FKD steps, real vs all positions
+  gru4rec       ours (real / all positions) against `benchmarks/gru4rec_torch.py`
+                (nn.GRU over packed sequences, tested equal), all / real positions
+  fkd           ours (real / all positions) against `benchmarks/fkd_torch.py` (the same
+                loss and gradients, tested), L_rec at the real positions; batches are
+                [history | stored sequence] as the fkd stage feeds them
 GFLOP/s: XLA's cost analysis of our step (the torch rows use the JAX count of the same
 math). The machine's matmul limit is measured in the same run ([2048, 768] × [768, 2048]
 float32, XLA and torch).
@@ -42,6 +46,8 @@ def parse() -> argparse.Namespace:
   p.add_argument("--batch", type=int, default=128)
   p.add_argument("--compile", choices=("both", "all", "real", "none"), default="both",
                  help="which torch rows also run under torch.compile (minutes to compile)")
+  p.add_argument("--compile_others", action="store_true",
+                 help="also try torch.compile on the GRU4Rec and FKD reference rows")
   p.add_argument("--no_fkd", action="store_true")
   return p.parse_args()
 
@@ -73,14 +79,14 @@ from sfubm_jax.training.position_ce import position_capacity  # noqa: E402
 
 
 def food_sequences():
-  """The paper config's food training histories [U, L] and item count."""
+  """The paper config's food training histories [U, L], stored sequences [U, L], items."""
   spec = importlib.util.spec_from_file_location("food_kitchen", REPO / "configs/food_kitchen.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config(None)
   split, _ = preprocess(sources.read_domain(config, "food"),
                         PreprocessParams.from_config(config, "food"))
-  return split.history("train")[0], split.num_items, config
+  return split.history("train")[0], split.seqs.astype(np.int32), split.num_items, config
 
 
 def all_position_loss(model, params, seqs, key):
@@ -147,78 +153,124 @@ def fkd_rows(seqs, num_items, batch, mesh, cap, sasrec_params, sasrec):
     params = fkd.init_params(jax.random.PRNGKey(0), hp)
     state = {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}
     fn = jax.jit(fkd_train.make_train_step(hp, tx, jax.random.key(1), c), donate_argnums=0)
-    shape = jax.ShapeDtypeStruct((batch, seqs.shape[1]), jnp.int32)
+    shape = jax.ShapeDtypeStruct((batch, 2 * seqs.shape[1]), jnp.int32)
     flops = fn.lower(state, frozen, shape).compile().cost_analysis()["flops"]
     rows.append(Row(f"jax fkd {label}" + (" (cap=None)" if c is None else ""),
                     lambda s, b, fn=fn: fn(s, frozen, b), state, flops))
-  return rows
+  return rows, text
 
 
-def torch_rows(seqs, num_items, batch, cap, flops_all, flops_real, compile_rows):
+def torch_step(params, loss_fn, lr, compiled):
+  """An Adam step on `loss_fn(batch)` (optionally `torch.compile`d) in the Row interface."""
   import torch
+
+  opt = torch.optim.Adam(params, lr=lr)
+  loss_c = torch.compile(loss_fn, dynamic=False) if compiled else loss_fn
+
+  def step(_, b):
+    loss = loss_c(b)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return None, loss.detach()
+
+  return step
+
+
+def next_item_ce(hidden, table, seqs_t, positions, cap):
+  """CE of hidden [B, L-1, d] against the next items, at all or only the real positions."""
+  import torch
+
+  targets, mask = seqs_t[:, 1:], seqs_t[:, :-1] != 0
+  labels = (targets - 1).clamp(min=0)
+  if positions == "all":
+    logits = hidden @ table.T  # [B, L, N]
+    ce = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="none")
+    m = mask.reshape(-1).float()
+    return (ce * m).sum() / m.sum().clamp(min=1)
+  if cap is None:  # a careful eager user: boolean indexing, dynamic size
+    return torch.nn.functional.cross_entropy(hidden[mask] @ table.T, labels[mask])
+  # fixed-size gather (as ours) so one compiled graph serves every batch
+  flat = mask.reshape(-1)
+  idx = torch.nonzero(flat, as_tuple=True)[0]
+  idx = torch.nn.functional.pad(idx, (0, cap - idx.shape[0]))
+  w = torch.arange(cap) < flat.sum()
+  h = hidden.reshape(-1, hidden.shape[-1])[idx]
+  ce = torch.nn.functional.cross_entropy(h @ table.T, labels.reshape(-1)[idx],
+                                         reduction="none")
+  return (ce * w).sum() / w.sum()
+
+
+def torch_rows(seqs, fkd_data, num_items, batch, cap, flops, text, sasrec_params):
+  """Reference rows: SASRec, GRU4Rec (all / real positions) and FKD in PyTorch.
+
+  flops: JAX cost-analysis counts of the same math, keyed by model and positions.
+  """
+  import torch
+  from fkd_torch import TorchFKD, fkd_loss
+  from gru4rec_torch import TorchGRU4Rec
   from sasrec_torch import TorchSASRec
+  from sasrec_torch import load_flax_params as load_sasrec
 
   torch.set_num_threads(ARGS.threads)
   length = seqs.shape[1] - 1
 
-  def build(positions, compiled):
+  def seqrec(model_name, positions, compiled):
     torch.manual_seed(0)
-    model = TorchSASRec(num_items, 50, 2, 1, 0.2, length)
+    if model_name == "sasrec":
+      model = TorchSASRec(num_items, 50, 2, 1, 0.2, length)
+    else:
+      model = TorchGRU4Rec(num_items, 50, 1, 0.2)
     for p in model.parameters():
       if p.dim() > 1:
         torch.nn.init.xavier_normal_(p)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-    def loss_fn(seqs_t):
-      inputs, targets = seqs_t[:, :-1], seqs_t[:, 1:]
-      hidden = model(inputs)  # [B, L, d]
-      table = model.item_emb.weight[1:]
-      mask = inputs != 0
-      labels = (targets - 1).clamp(min=0)
-      if positions == "all":
-        logits = hidden @ table.T  # [B, L, N]
-        ce = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="none")
-        m = mask.reshape(-1).float()
-        return (ce * m).sum() / m.sum().clamp(min=1)
-      if not compiled:  # a careful eager user: boolean indexing, dynamic size
-        return torch.nn.functional.cross_entropy(hidden[mask] @ table.T, labels[mask])
-      # fixed-size gather (as ours) so one compiled graph serves every batch
-      flat = mask.reshape(-1)
-      idx = torch.nonzero(flat, as_tuple=True)[0]
-      idx = torch.nn.functional.pad(idx, (0, cap - idx.shape[0]))
-      w = torch.arange(cap) < flat.sum()
-      h = hidden.reshape(-1, hidden.shape[-1])[idx]
-      ce = torch.nn.functional.cross_entropy(h @ table.T, labels.reshape(-1)[idx],
-                                             reduction="none")
-      return (ce * w).sum() / w.sum()
-
-    loss_c = torch.compile(loss_fn, dynamic=False) if compiled else loss_fn
-
-    def step(_, b):
-      loss = loss_c(b)
-      opt.zero_grad(set_to_none=True)
-      loss.backward()
-      opt.step()
-      return None, loss.detach()
-
     model.train()
-    return step
+    gather = cap if compiled and positions == "real" else None
+    return torch_step(model.parameters(), lambda b: next_item_ce(
+        model(b[:, :-1]), model.item_emb.weight[1:], b, positions, gather), 1e-3, compiled)
+
+  def fkd_step(compiled):
+    torch.manual_seed(0)
+    sasrec = TorchSASRec(num_items, 50, 2, 1, 0.2, length + 1).eval()
+    load_sasrec(sasrec, sasrec_params)
+    for p in sasrec.parameters():
+      p.requires_grad_(False)
+    nets = TorchFKD(50, text.shape[1])
+    t = torch.from_numpy(text)
+    frozen = {"item_emb": sasrec.item_emb.weight, "text_in": t, "text_local": t}
+    half = seqs.shape[1]
+    return torch_step(nets.parameters(), lambda b: fkd_loss(
+        nets, sasrec, frozen, b[:, :half], b[:, half:]), 1e-4, compiled)
+
+  plan = []
+  for model_name in ("sasrec", "gru4rec"):
+    for positions in ("all", "real"):
+      for compiled in (False, True):
+        if compiled and not (ARGS.compile in ("both", positions) and (
+            model_name == "sasrec" or ARGS.compile_others)):
+          continue
+        plan.append((f"torch {model_name} {positions} ({'compile' if compiled else 'eager'})",
+                     flops[model_name, positions],
+                     lambda m=model_name, p=positions, c=compiled: seqrec(m, p, c)))
+  if text is not None:
+    for compiled in (False, True) if ARGS.compile_others else (False,):
+      plan.append((f"torch fkd real ({'compile' if compiled else 'eager'})",
+                   flops["fkd", "real"], lambda c=compiled: fkd_step(c)))
 
   rows = []
-  for positions, flops in (("all", flops_all), ("real", flops_real)):
-    for compiled in (False, True) if compile_rows in ("both", positions) else (False,):
-      name = f"torch sasrec {positions} ({'compile' if compiled else 'eager'})"
-      try:
-        step = build(positions, compiled)
-        start = time.perf_counter()
-        for b in torch.as_tensor(seqs[:3 * batch]).long().split(batch):
-          step(None, b)
-        print(f"  {name}: warm-up {time.perf_counter() - start:.1f}s", flush=True)
-      except Exception as err:  # noqa: BLE001  torch.compile needs a C++ toolchain
-        print(f"  {name}: failed ({type(err).__name__}: {err}); row dropped", flush=True)
-        continue
-      rows.append(Row(name, step, None, flops))
+  for name, row_flops, build in plan:
+    data = torch.as_tensor(fkd_data if "fkd" in name else seqs).long()
+    try:
+      step = build()
+      start = time.perf_counter()
+      for b in data[:3 * batch].split(batch):
+        step(None, b)
+      print(f"  {name}: warm-up {time.perf_counter() - start:.1f}s", flush=True)
+    except Exception as err:  # noqa: BLE001  torch.compile needs a C++ toolchain
+      print(f"  {name}: failed ({type(err).__name__}: {err}); row dropped", flush=True)
+      continue
+    rows.append(Row(name, step, None, row_flops))
   return rows
 
 
@@ -249,7 +301,8 @@ def matmul_gflops(threads):
 
 
 def main() -> None:
-  seqs, num_items, config = food_sequences()
+  seqs, stored, num_items, config = food_sequences()
+  fkd_data = np.concatenate([seqs, stored], axis=1)  # [history | stored], as the fkd stage
   batch, seed = ARGS.batch, config.sasrec.seed
   cap = position_capacity(seqs, batch, seed, config.sasrec.epochs)
   fkd_cap = position_capacity(seqs, batch, seed, config.fkd.epochs)
@@ -261,30 +314,41 @@ def main() -> None:
         f"{open('/proc/loadavg').read().split()[:3]}", flush=True)
   sasrec = SASRec(num_items, 50, 2, 1, 0.2, seqs.shape[1])
   rows = jax_rows("sasrec", sasrec, seqs, num_items, batch, mesh, cap)
-  flops_real, flops_all = rows[0].flops, rows[1].flops
+  flops = {("sasrec", "real"): rows[0].flops, ("sasrec", "all"): rows[1].flops}
+  sasrec_params = jax.tree.map(np.asarray, rows[0].state["params"])  # before donation
   rows += jax_rows("gru4rec", GRU4Rec(num_items, 50, 1, 0.2, seqs.shape[1]), seqs,
                    num_items, batch, mesh, cap)
+  flops["gru4rec", "real"], flops["gru4rec", "all"] = rows[2].flops, rows[3].flops
+  text = None
   if not ARGS.no_fkd:
-    rows += fkd_rows(seqs, num_items, batch, mesh, fkd_cap, rows[0].state["params"], sasrec)
-  rows += torch_rows(seqs, num_items, batch, cap, flops_all, flops_real, ARGS.compile)
+    more, text = fkd_rows(seqs, num_items, batch, mesh, fkd_cap, rows[0].state["params"], sasrec)
+    rows += more
+    flops["fkd", "real"] = more[0].flops
+  rows += torch_rows(seqs, fkd_data, num_items, batch, cap, flops, text, sasrec_params)
 
   import torch
   epoch = 0
-  batches = []
+  batches, fkd_batches = [], []
   while len(batches) < ARGS.steps * (ARGS.windows + 1):
     batches += st.epoch_batches(seqs, batch, seed, epoch)
+    fkd_batches += st.epoch_batches(fkd_data, batch, seed, epoch)
     epoch += 1
-  jax_batches = [jnp.asarray(b) for b in batches]
-  torch_batches = [torch.as_tensor(b).long() for b in batches]
+  data = {("jax", False): [jnp.asarray(b) for b in batches],
+          ("torch", False): [torch.as_tensor(b).long() for b in batches],
+          ("jax", True): [jnp.asarray(b) for b in fkd_batches],
+          ("torch", True): [torch.as_tensor(b).long() for b in fkd_batches]}
+
+  def feed(r):
+    return data[r.name.split()[0], " fkd " in f" {r.name} "]
+
   for r in rows:  # warm-up window (compiles)
-    r.run((torch_batches if r.name.startswith("torch") else jax_batches)[: ARGS.steps])
+    r.run(feed(r)[: ARGS.steps])
   loads = []
   for w in range(1, ARGS.windows + 1):
     part = slice(w * ARGS.steps, (w + 1) * ARGS.steps)
     for r in rows:
-      data = (torch_batches if r.name.startswith("torch") else jax_batches)[part]
       start = time.perf_counter()
-      r.run(data)
+      r.run(feed(r)[part])
       r.rates.append(batch * ARGS.steps / (time.perf_counter() - start))
     loads.append(float(open("/proc/loadavg").read().split()[0]))
   limit = matmul_gflops(ARGS.threads)
@@ -298,17 +362,22 @@ def main() -> None:
     print(f"{r.name:<34}{med:>13.0f}{min(r.rates):>8.0f}–{max(r.rates):<7.0f}{gf:>9.1f}"
           f"{gf / limit['xla']:>9.1%}  {r.loss:.3f}")
     best[r.name] = med
-  t_all = max(v for k, v in best.items() if k.startswith("torch sasrec all"))
-  t_real = max((v for k, v in best.items() if k.startswith("torch sasrec real")), default=None)
-  print(f"ratios: jax sasrec real / best torch all {best['jax sasrec real'] / t_all:.2f}x; "
-        f"jax sasrec all / best torch all {best['jax sasrec all'] / t_all:.2f}x")
-  if t_real:
-    print(f"        jax sasrec real / best torch real {best['jax sasrec real'] / t_real:.2f}x "
-          "(same math: target >= 2x)")
+
+  def best_of(prefix):
+    return max((v for k, v in best.items() if k.startswith(prefix)), default=None)
+
   for m in ("sasrec", "gru4rec", "fkd"):
+    ours = best.get(f"jax {m} real")
+    if ours is None:
+      continue
+    for positions in ("all", "real"):
+      ref = best_of(f"torch {m} {positions}")
+      if ref:
+        same = " (same math: target >= 2x)" if positions == "real" else ""
+        print(f"ratio: jax {m} real / best torch {m} {positions} {ours / ref:.2f}x{same}")
     names = [k for k in best if k.startswith(f"jax {m} ")]
     if len(names) == 2:
-      print(f"        jax {m} real / all {best[names[0]] / best[names[1]]:.2f}x")
+      print(f"ratio: jax {m} real / jax {m} all {best[names[0]] / best[names[1]]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -68,3 +68,22 @@ def test_dropout_only_in_training_mode():
   a = model.apply(params, SEQS, deterministic=False, rngs={"dropout": jax.random.key(3)})
   b = model.apply(params, SEQS, deterministic=True)
   assert np.abs(np.asarray(a - b)).max() > 1e-3
+
+
+def test_matches_pytorch_reference(repo_root):
+  """The benchmark's PyTorch GRU4Rec (packed sequences) computes the same H."""
+  import importlib.util
+
+  import torch
+
+  spec = importlib.util.spec_from_file_location(
+      "gru4rec_torch", repo_root / "benchmarks" / "gru4rec_torch.py")
+  ref = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(ref)
+  model, params = _model_and_params()
+  seqs = np.concatenate([SEQS, np.zeros((1, 8), np.int32)])  # with a batch's all-padding row
+  torch_model = ref.TorchGRU4Rec(20, 8, 2, 0.3).eval()
+  ref.load_flax_params(torch_model, params)
+  with torch.no_grad():
+    expected = torch_model(torch.tensor(seqs, dtype=torch.long)).numpy()
+  np.testing.assert_allclose(np.asarray(model.apply(params, seqs)), expected, atol=2e-5)

@@ -198,3 +198,59 @@ def test_counterfactual_avoids_held_out_targets():
                                             jnp.asarray(np.tile(touched, (4000, 1))), 12))
   drawn = set(cf[cf > 0].tolist())
   assert drawn == set(range(1, 13)) - {3, 5, 7, 9, 11}
+
+
+def _torch_ref(repo_root):
+  import importlib.util
+
+  mods = {}
+  for name in ("sasrec_torch", "fkd_torch"):
+    spec = importlib.util.spec_from_file_location(name, repo_root / "benchmarks" / f"{name}.py")
+    mods[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mods[name])
+  return mods["sasrec_torch"], mods["fkd_torch"]
+
+
+def test_pytorch_reference_matches_loss_and_gradients(repo_root):
+  """The benchmark's PyTorch FKD: same loss and gradients given the same S' (to 1e-5)."""
+  import torch
+
+  sasrec_torch, fkd_torch = _torch_ref(repo_root)
+  encode, sasrec, hp, params, frozen = _setup("fkd")
+  key = jax.random.PRNGKey(7)
+  (loss, _), grads = jax.value_and_grad(
+      lambda p: fkd.fkd_loss(p, frozen, BATCH, key=key, hp=hp), has_aux=True)(params)
+  cf = np.asarray(fkd.sample_counterfactual(key, jnp.asarray(SEQS), jnp.asarray(SEQS), N))
+
+  t_sasrec = sasrec_torch.TorchSASRec(N, D, 1, 1, 0.0, L).eval()
+  sasrec_torch.load_flax_params(t_sasrec, sasrec)
+  nets = fkd_torch.TorchFKD(D, DT, HIDDEN)
+  fkd_torch.load_flax_params(nets, params)
+  t_frozen = {k: torch.tensor(np.asarray(frozen[k])) for k in
+              ("item_emb", "text_in", "text_local")}
+  seqs = torch.tensor(SEQS, dtype=torch.long)
+  t_loss = fkd_torch.fkd_loss(nets, t_sasrec, t_frozen, seqs, seqs,
+                              cf=torch.tensor(cf, dtype=torch.long))
+  t_loss.backward()
+  assert float(t_loss.detach()) == pytest.approx(float(loss), rel=1e-5)
+  for name in fkd.NETS:
+    seq = getattr(nets, name)
+    g = grads[name]["params"]
+    for layer, part in ((seq[0], "hidden"), (seq[2], "out")):
+      np.testing.assert_allclose(layer.weight.grad.numpy().T, np.asarray(g[part]["kernel"]),
+                                 atol=1e-5, rtol=1e-4, err_msg=f"{name}.{part}")
+      np.testing.assert_allclose(layer.bias.grad.numpy(), np.asarray(g[part]["bias"]),
+                                 atol=1e-5, rtol=1e-4, err_msg=f"{name}.{part}")
+
+
+def test_pytorch_counterfactual_avoids_touched_items(repo_root):
+  import torch
+
+  _, fkd_torch = _torch_ref(repo_root)
+  seqs = torch.tensor(np.tile(SEQS, (50, 1)), dtype=torch.long)
+  cf = fkd_torch.sample_counterfactual(seqs, seqs, N, torch.Generator().manual_seed(0))
+  assert torch.equal(cf == 0, seqs == 0)
+  for row, touched in zip(cf.numpy(), seqs.numpy()):
+    assert not set(row[row > 0]) & set(touched[touched > 0])
+  drawn = set(cf[0::4].flatten().tolist()) - {0}
+  assert drawn == set(range(1, N + 1)) - set(SEQS[0].tolist())  # all free items occur
