@@ -139,15 +139,14 @@ def jax_rows(model_name, model, seqs, num_items, batch, mesh, cap):
 
 def fkd_rows(seqs, num_items, batch, mesh, cap, sasrec_params, sasrec):
   tx = optax.adam(1e-4)
-  rng = np.random.default_rng(0)
-  text = rng.normal(size=(num_items + 1, 384)).astype(np.float32)
+  rng = np.random.default_rng(0)  # C as the server sends it: one of K = 100 centroids per item
+  text = rng.normal(size=(100, 384)).astype(np.float32)[rng.integers(0, 100, num_items + 1)]
   text /= np.linalg.norm(text, axis=1, keepdims=True)
   encode = jax.jit(lambda p, s: sasrec.apply(p, s, deterministic=True))
   hp = fkd.FKDHParams(encode=encode, dim=50, text_dim=384)
   sasrec_params = jax.tree.map(jnp.copy, sasrec_params)  # the SASRec rows donate theirs
-  frozen = {"sasrec": sasrec_params,
-            "item_emb": sasrec_params["params"]["item_emb"]["embedding"],
-            "text_in": jnp.asarray(text), "text_local": jnp.asarray(text)}
+  frozen = fkd.frozen_tables(sasrec_params, sasrec_params["params"]["item_emb"]["embedding"],
+                             text, text)
   rows = []
   for label, c in (("real", cap), ("all", None)):
     params = fkd.init_params(jax.random.PRNGKey(0), hp)

@@ -36,6 +36,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from sfubm_jax.training.position_ce import weighted_ce
 
@@ -171,24 +172,40 @@ def sample_counterfactual(key: jax.Array, seqs: jax.Array, touched: jax.Array,
   return jnp.where(seqs > 0, item, 0).astype(jnp.int32)
 
 
-def mediator(
-    params: dict[str, Any], hp: FKDHParams, h: jax.Array, text: jax.Array
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """(M = Z^id − Z^t, Z^id, Z^t) from H [B, L, d] and text vectors [B, L, d_t]."""
-  z_id = apply_net(params, hp, "f_id", h)  # [B, L, d]
-  z_t = apply_net(params, hp, "f_t", text)  # [B, L, d]
-  return z_id - z_t, z_id, z_t
+def frozen_tables(sasrec: Any, item_emb: Any, text_in: Any, text_local: Any) -> dict[str, Any]:
+  """The frozen argument of `fkd_loss`, with f_t's input stored as its distinct rows.
+
+  text_in [N+1, d_t] (C or X) becomes "text_rows" [R, d_t] (its distinct rows) and
+  "text_index" [N+1] (row of each item): f_t runs on R rows per step, not N+1. For the
+  federated centroids R = K + 1 (K ≈ 100 against N ≈ 8,000–19,000 items), so ẽ's f_t(C)
+  costs a fraction of a step; for local X (all rows distinct) R ≈ N+1, as before.
+  """
+  rows, index = np.unique(np.asarray(text_in, np.float32), axis=0, return_inverse=True)
+  return {
+      "sasrec": sasrec,
+      "item_emb": jnp.asarray(item_emb, jnp.float32),
+      "text_rows": jnp.asarray(rows),
+      "text_index": jnp.asarray(np.asarray(index).reshape(-1), jnp.int32),
+      "text_local": jnp.asarray(text_local, jnp.float32),
+  }
+
+
+def text_features(params: dict[str, Any], frozen: dict[str, Any], hp: FKDHParams) -> jax.Array:
+  """Z^t of every item, f_t(text_in) [N+1, d], computed once per distinct text row."""
+  return apply_net(params, hp, "f_t", frozen["text_rows"])[frozen["text_index"]]
+
+
+def fuse(features: jax.Array, item_emb: jax.Array, hp: FKDHParams) -> jax.Array:
+  """ẽ = w_id·E^id + w_t·Z^t: the ID Encoding Layer. [N+1, d], row 0 (padding) = 0."""
+  s = hp.switches
+  return (s.id_weight * item_emb + s.text_weight * features).at[0].set(0.0)
 
 
 def fused_item_embeddings(
     params: dict[str, Any], frozen: dict[str, Any], hp: FKDHParams
 ) -> jax.Array:
   """ẽ = w_id·E^id + w_t·f_t(text): the ID Encoding Layer. [N+1, d], row 0 (padding) = 0."""
-  s = hp.switches
-  fused = s.id_weight * frozen["item_emb"] + s.text_weight * apply_net(
-      params, hp, "f_t", frozen["text_in"]
-  )
-  return fused.at[0].set(0.0)
+  return fuse(text_features(params, frozen, hp), frozen["item_emb"], hp)
 
 
 def fkd_loss(
@@ -202,8 +219,8 @@ def fkd_loss(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """L = L_rec + L_KD + α·L_id + β·L_txt on a batch of training sequences (Eq. 14).
 
-  frozen: {"sasrec": SASRec params, "item_emb": E^id [N+1, d], "text_in": C or X
-  [N+1, d_t] (what f_t reads), "text_local": X [N+1, d_t] (what g_t reconstructs)}.
+  frozen: `frozen_tables(SASRec params, E^id [N+1, d], C or X [N+1, d_t] (what f_t
+  reads), X [N+1, d_t] (what g_t reconstructs))`.
   batch: {"seqs": [B, L] int32 left-padded training histories, "touched": [B, T] every
   item of each user's stored sequence}; `key` draws the counterfactual sequences.
   rec_capacity: L_rec's gather buffer (`position_ce.position_capacity` of the run's
@@ -213,12 +230,14 @@ def fkd_loss(
   seqs = jnp.asarray(batch["seqs"])  # [B, L]
   num_items = frozen["item_emb"].shape[0] - 1
   real = seqs > 0  # [B, L]
+  features = text_features(params, frozen, hp)  # Z^t of every item [N+1, d]
   h = hp.encode(frozen["sasrec"], seqs)  # [B, L, d]
-  m, z_id, z_t = mediator(params, hp, h, frozen["text_in"][seqs])
+  z_id, z_t = apply_net(params, hp, "f_id", h), features[seqs]  # [B, L, d] each
+  m = z_id - z_t  # the mediator M = Z^id − Z^t
 
   cf = sample_counterfactual(key, seqs, jnp.asarray(batch["touched"]), num_items)  # [B, L]
   h_cf = hp.encode(frozen["sasrec"], cf)  # [B, L, d]
-  m_cf, _, _ = mediator(params, hp, h_cf, frozen["text_in"][cf])
+  m_cf = apply_net(params, hp, "f_id", h_cf) - features[cf]
   if hp.teacher == "stop_gradient":
     teacher = jax.lax.stop_gradient(m_cf)
   elif hp.teacher == "joint":
@@ -241,7 +260,7 @@ def fkd_loss(
   elif hp.rec_positions != "all":
     raise ValueError(f"rec_positions must be one of {REC_POSITIONS}, got {hp.rec_positions!r}")
   r = hp.encode(frozen["sasrec"], inputs)  # [B, L-1, d]
-  emb = fused_item_embeddings(params, frozen, hp)  # [N+1, d]
+  emb = fuse(features, frozen["item_emb"], hp)  # [N+1, d]
   # masked_mean's weights; only those positions reach the projection onto ẽ[1:].
   weights = mean_weights(rec_mask)  # [B, L-1]
   l_rec = weighted_ce(r, emb[1:], jnp.maximum(targets - 1, 0), weights,

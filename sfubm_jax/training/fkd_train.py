@@ -78,12 +78,7 @@ def frozen_inputs(data: FKDData, switches: fkd.Switches) -> dict[str, Any]:
   if switches.text not in ("federated", "local"):
     raise ValueError(f"switches.text must be 'federated' or 'local', got {switches.text!r}")
   text_in = data.federated if switches.text == "federated" else data.local
-  return {
-      "sasrec": data.sasrec_params,
-      "item_emb": jnp.asarray(data.item_emb, jnp.float32),
-      "text_in": jnp.asarray(text_in, jnp.float32),
-      "text_local": jnp.asarray(data.local, jnp.float32),
-  }
+  return fkd.frozen_tables(data.sasrec_params, data.item_emb, text_in, data.local)
 
 
 def make_train_step(hp: fkd.FKDHParams, tx: optax.GradientTransformation, base_key: jax.Array,

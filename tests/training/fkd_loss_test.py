@@ -24,23 +24,28 @@ def _setup(variant="fkd", alpha=0.5, beta=0.2, rec_positions="all"):
   encode, sasrec = fx.frozen_sasrec(N, D, L, seed=1)
   rng = np.random.default_rng(0)
   local = rng.normal(size=(N + 1, DT)).astype(np.float32)
-  federated = rng.normal(size=(N + 1, DT)).astype(np.float32)
+  # like the server's reply: each item gets one of a few centroids
+  federated = rng.normal(size=(4, DT)).astype(np.float32)[rng.integers(0, 4, N + 1)]
   local[0] = federated[0] = 0.0
   hp = fx.hparams(encode, D, DT, variant, hidden=HIDDEN, alpha=alpha, beta=beta,
                   rec_positions=rec_positions)
   params = fkd.init_params(jax.random.PRNGKey(2), hp)
   item_emb = np.asarray(sasrec["params"]["item_emb"]["embedding"])
   text_in = local if fkd.VARIANTS[variant].text == "local" else federated
-  frozen = {"sasrec": sasrec, "item_emb": jnp.asarray(item_emb),
-            "text_in": jnp.asarray(text_in), "text_local": jnp.asarray(local)}
+  frozen = fkd.frozen_tables(sasrec, item_emb, text_in, local)
   return encode, sasrec, hp, params, frozen
+
+
+def _text_in(frozen):
+  """The [N+1, d_t] table f_t reads, rebuilt from its distinct rows and index."""
+  return np.asarray(frozen["text_rows"])[np.asarray(frozen["text_index"])]
 
 
 def _numpy_terms(encode, sasrec, hp, params, frozen, key):
   """Every term by explicit loops over users and positions, MLPs from the param arrays."""
   p = jax.tree.map(np.asarray, params)
-  e_id, text_in, x = (np.asarray(frozen[k], np.float64) for k in
-                      ("item_emb", "text_in", "text_local"))
+  e_id, x = (np.asarray(frozen[k], np.float64) for k in ("item_emb", "text_local"))
+  text_in = _text_in(frozen).astype(np.float64)
   cf = np.asarray(fkd.sample_counterfactual(key, jnp.asarray(SEQS), jnp.asarray(SEQS), N))
   h = np.asarray(encode(sasrec, SEQS), np.float64)
   h_cf = np.asarray(encode(sasrec, cf), np.float64)
@@ -107,7 +112,7 @@ def test_teacher_mediator_gets_no_gradient():
   key = jax.random.PRNGKey(3)
   _, cf = _numpy_terms(encode, sasrec, hp, params, frozen, key)
   p_np = jax.tree.map(np.asarray, params)
-  text_in = np.asarray(frozen["text_in"])
+  text_in = _text_in(frozen)
   h = encode(sasrec, SEQS)
   teacher = (fx.mlp(p_np["f_id"], np.asarray(encode(sasrec, cf)))
              - fx.mlp(p_np["f_t"], text_in[cf]))  # [B, L, d] constant
@@ -165,7 +170,7 @@ def test_counterfactual_avoids_the_users_items_and_is_uniform():
 def test_variants_change_only_what_they_should():
   _, _, hp, params, frozen = _setup("fkd")
   e_id = np.asarray(frozen["item_emb"])
-  f_t = fx.mlp(jax.tree.map(np.asarray, params["f_t"]), np.asarray(frozen["text_in"]))
+  f_t = fx.mlp(jax.tree.map(np.asarray, params["f_t"]), _text_in(frozen))
   emb = {v: np.asarray(fkd.fused_item_embeddings(
       params, frozen, fx.hparams(hp.encode, D, DT, v, hidden=HIDDEN))) for v in fkd.VARIANTS}
   np.testing.assert_allclose(emb["fkd"][1:], e_id[1:] + f_t[1:], rtol=1e-5, atol=1e-6)
@@ -226,8 +231,8 @@ def test_pytorch_reference_matches_loss_and_gradients(repo_root):
   sasrec_torch.load_flax_params(t_sasrec, sasrec)
   nets = fkd_torch.TorchFKD(D, DT, HIDDEN)
   fkd_torch.load_flax_params(nets, params)
-  t_frozen = {k: torch.tensor(np.asarray(frozen[k])) for k in
-              ("item_emb", "text_in", "text_local")}
+  t_frozen = {k: torch.tensor(np.asarray(frozen[k])) for k in ("item_emb", "text_local")}
+  t_frozen["text_in"] = torch.tensor(_text_in(frozen))
   seqs = torch.tensor(SEQS, dtype=torch.long)
   t_loss = fkd_torch.fkd_loss(nets, t_sasrec, t_frozen, seqs, seqs,
                               cf=torch.tensor(cf, dtype=torch.long))
@@ -254,3 +259,17 @@ def test_pytorch_counterfactual_avoids_touched_items(repo_root):
     assert not set(row[row > 0]) & set(touched[touched > 0])
   drawn = set(cf[0::4].flatten().tolist()) - {0}
   assert drawn == set(range(1, N + 1)) - set(SEQS[0].tolist())  # all free items occur
+
+
+def test_text_tables_keep_distinct_rows_only():
+  """f_t runs on the distinct rows of C (K+1 of them), and ẽ is what f_t on every row gives."""
+  _, _, hp, params, frozen = _setup("fkd")
+  assert frozen["text_rows"].shape[0] <= 5  # 4 centroids + the padding row
+  rng = np.random.default_rng(0)
+  rng.normal(size=(N + 1, DT))  # the draws of _setup, in order
+  federated = rng.normal(size=(4, DT)).astype(np.float32)[rng.integers(0, 4, N + 1)]
+  federated[0] = 0.0
+  np.testing.assert_array_equal(_text_in(frozen), federated)
+  f_t = fx.mlp(jax.tree.map(np.asarray, params["f_t"]), federated)  # on all N+1 rows
+  np.testing.assert_allclose(np.asarray(fkd.fused_item_embeddings(params, frozen, hp))[1:],
+                             np.asarray(frozen["item_emb"])[1:] + f_t[1:], rtol=1e-5, atol=1e-6)

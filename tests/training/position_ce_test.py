@@ -97,8 +97,8 @@ def test_fkd_rec_loss_and_grads_equal_all_positions(rec_positions):
   encode, sasrec = fx.frozen_sasrec(n, d, length, seed=1)
   hp = fx.hparams(encode, d, dt, hidden=5, rec_positions=rec_positions)
   params = fkd.init_params(jax.random.PRNGKey(2), hp)
-  frozen = {"sasrec": sasrec, "item_emb": sasrec["params"]["item_emb"]["embedding"],
-            "text_in": jnp.asarray(federated), "text_local": jnp.asarray(local)}
+  frozen = fkd.frozen_tables(sasrec, sasrec["params"]["item_emb"]["embedding"], federated,
+                             local)
   capacity = position_ce.position_capacity(np.asarray(seqs), 12, seed=0, epochs=1)
   key = jax.random.PRNGKey(4)
 
