@@ -70,6 +70,6 @@ def test_stage1_training_length_names_early_stops(tmp_path):
   io_utils.write_json(w / "fkd" / "food" / "fkd" / "metrics.json",
                       {"best_epoch": 1, "history": {"epoch_loss": [9.0] * 10}})
   text = report.write_report(config, w).read_text()
-  assert ("| food/sasrec | 25 of 40 | 15 | early stop after epoch 25 (`sasrec.patience=2`) |"
+  assert ("| food/sasrec | 25 of 40 | 15 | early stop after epoch 25 (`sasrec.patience=1`) |"
           in text)
   assert "| food/fkd | 10 of 10 | 1 | all |" in text
