@@ -55,6 +55,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
         {d: client.client_secret(workdir, d) for d in config.domains},
         {d: load_split(workdir, d).titles for d in config.domains},
         client.attack_config(config.privacy),
+        known={config.privacy.noise_scale: privacy_figures},
     )
     sweep.write_sweep(stage_dir, table)
     for domain, figures in privacy_figures.items():

@@ -30,10 +30,21 @@ def privacy_sweep(
     vectors: Mapping[str, np.ndarray], lambdas: Sequence[float], config: client.PrivacyConfig,
     secrets: Mapping[str, bytes], titles: Mapping[str, Sequence[str]],
     attack: attacks.AttackConfig,
+    known: Mapping[float, Mapping[str, Mapping[str, float]]] | None = None,
 ) -> dict[float, dict[str, dict[str, float]]]:
-  """{λ: {domain: {sim, reid@1, attacks...}}} for e [N+1, d_t] and titles [N+1] per domain."""
+  """{λ: {domain: {sim, reid@1, attacks...}}} for e [N+1, d_t] and titles [N+1] per domain.
+
+  known: rows already computed for some λ (the round's own upload at the configured λ,
+  with the same secret, so the same figures); they are copied, not recomputed, when they
+  hold every figure of the table for every domain.
+  """
   table: dict[float, dict[str, dict[str, float]]] = {}
+  known = {float(lam): rows for lam, rows in (known or {}).items()
+           if all(d in rows and all(k in rows[d] for k, _ in COLUMNS) for d in vectors)}
   for lam in lambdas:
+    if float(lam) in known:
+      table[float(lam)] = {d: dict(known[float(lam)][d]) for d in vectors}
+      continue
     table[float(lam)] = {
         domain: client.make_upload(domain, e, config, secrets[domain], noise_scale=float(lam),
                                    titles=titles[domain], attack=attack)[1]

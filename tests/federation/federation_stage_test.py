@@ -40,7 +40,7 @@ def run_dir(tmp_path_factory):
   config = load_config("tiny")
   config.server.num_clusters = 5
   config.privacy.tile = 16
-  config.privacy.sweep = (0.5, 0.005)
+  config.privacy.sweep = (0.5, config.privacy.noise_scale, 0.005)
   for i, domain in enumerate(config.domains):
     split = _split(domain, 40 + 9 * i, i)
     save_split(split, workdir / "data" / domain)
@@ -73,12 +73,15 @@ def test_stage_outputs(run_dir):
     np.testing.assert_allclose(np.linalg.norm(local[1:], axis=1), 1.0, rtol=1e-5)
     assert len(np.unique(federated[1:], axis=0)) <= 5  # every row is one of K centroids
   sweep = (fed / "privacy_sweep.md").read_text()
-  assert sweep.count("\n") == 6 and "| 0.5 | food |" in sweep and "| 0.005 | kitchen |" in sweep
+  assert sweep.count("\n") == 8 and "| 0.5 | food |" in sweep and "| 0.005 | kitchen |" in sweep
   attack_keys = {"mech_top1", "mech_top10", "mech_mrr", "ridge_top1", "ridge_top10",
                  "mlp_top1", "mlp_top10", "bow_precision", "bow_recall", "bow_f1"}
   for figures in privacy.values():
     assert attack_keys <= set(figures)
-    assert set(figures["by_lambda"]) == {"0.5", "0.005"}
+    assert set(figures["by_lambda"]) == {"0.5", f"{config.privacy.noise_scale:g}", "0.005"}
+    # the configured λ's row is the round's own figures (copied, same secret)
+    assert figures["by_lambda"][f"{config.privacy.noise_scale:g}"] == {
+        k: v for k, v in figures.items() if k != "by_lambda"}
     for row in figures["by_lambda"].values():
       assert attack_keys | {"sim", "reid@1"} <= set(row)
   assert (fed / "privacy_sweep.png").read_bytes()[:4] == b"\x89PNG"
@@ -125,3 +128,27 @@ def test_server_config_comes_from_the_server_section_only(run_dir):
   config, _ = run_dir
   cfg = server.ServerConfig.from_config(config.server)
   assert cfg.num_clusters == 5 and cfg.max_iter == config.server.max_iter
+
+
+def test_sweep_reuses_the_rounds_figures_and_they_equal_a_recomputation(run_dir, monkeypatch):
+  """The configured λ is not recomputed, and recomputing it gives the same figures."""
+  from sfubm_jax.data.split import load_split
+  from sfubm_jax.federation import sweep
+
+  config, workdir = run_dir
+  vectors = {d: artifacts.load_item_vectors(workdir, d)[0] for d in config.domains}
+  args = (vectors, (config.privacy.noise_scale,),
+          client.PrivacyConfig.from_config(config.privacy),
+          {d: client.client_secret(workdir, d) for d in config.domains},
+          {d: load_split(workdir, d).titles for d in config.domains},
+          client.attack_config(config.privacy))
+  fresh = sweep.privacy_sweep(*args)
+  privacy = io_utils.read_json(workdir / "federate" / "privacy.json")
+  known = {d: {k: v for k, v in f.items() if k != "by_lambda"} for d, f in privacy.items()}
+  lam = float(config.privacy.noise_scale)
+  for d in config.domains:
+    assert fresh[lam][d] == known[d]
+  calls = []
+  monkeypatch.setattr(client, "make_upload", lambda *a, **k: calls.append(a))
+  reused = sweep.privacy_sweep(*args, known={lam: known})
+  assert not calls and reused[lam] == known

@@ -38,7 +38,8 @@ def _setup(variant="fkd", alpha=0.5, beta=0.2, rec_positions="all"):
 
 def _text_in(frozen):
   """The [N+1, d_t] table f_t reads, rebuilt from its distinct rows and index."""
-  return np.asarray(frozen["text_rows"])[np.asarray(frozen["text_index"])]
+  rows, index = np.asarray(frozen["text_rows"]), np.asarray(frozen["text_index"])
+  return rows if index.size == 0 else rows[index]
 
 
 def _numpy_terms(encode, sasrec, hp, params, frozen, key):
@@ -265,6 +266,10 @@ def test_text_tables_keep_distinct_rows_only():
   """f_t runs on the distinct rows of C (K+1 of them), and ẽ is what f_t on every row gives."""
   _, _, hp, params, frozen = _setup("fkd")
   assert frozen["text_rows"].shape[0] <= 5  # 4 centroids + the padding row
+  local = fkd.frozen_tables(frozen["sasrec"], frozen["item_emb"], frozen["text_local"],
+                            frozen["text_local"])
+  assert local["text_index"].shape == (0,)  # all rows distinct: kept as they are
+  np.testing.assert_array_equal(local["text_rows"], frozen["text_local"])
   rng = np.random.default_rng(0)
   rng.normal(size=(N + 1, DT))  # the draws of _setup, in order
   federated = rng.normal(size=(4, DT)).astype(np.float32)[rng.integers(0, 4, N + 1)]
