@@ -5,8 +5,10 @@ The same math as `sfubm_jax.models.fkd.fkd_loss` with the frozen SASRec run in t
 counterfactual S' drawn from the items each user never touched, L_KD against a detached
 M', the two reconstructions, and L_rec at the real next-item positions only
 (`hidden[mask]`, as a careful eager user writes it) over ẽ = E^id + f_t(C). Every term
-is a per-user mean over real positions, then a mean over users that have any. With the
-same weights and the same S' it gives the same loss (tests/models/fkd_torch_test.py).
+is a per-user mean over real positions, then a mean over users that have any. f_t runs on
+the distinct rows of its table (`text_tables`, `torch.unique`: C has at most K+1), as
+ours does, so the benchmark compares the same math. With the same weights and the same
+S' it gives the same loss and gradients (tests/training/fkd_loss_test.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ class TorchFKD(nn.Module):
     super().__init__()
     self.f_id, self.f_t = mlp(dim, hidden, dim), mlp(text_dim, hidden, dim)
     self.g_id, self.g_t = mlp(dim, hidden, dim), mlp(dim, hidden, text_dim)
+
+
+def text_tables(text_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+  """(distinct rows [R, d_t], row of each item [N+1]) of the table f_t reads."""
+  rows, index = torch.unique(text_in, dim=0, return_inverse=True)
+  return rows, index
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -59,7 +67,11 @@ def sample_counterfactual(seqs: torch.Tensor, touched: torch.Tensor, num_items: 
 def fkd_loss(nets: TorchFKD, sasrec: nn.Module, frozen: dict[str, torch.Tensor],
              seqs: torch.Tensor, touched: torch.Tensor, *, alpha: float = 0.5,
              beta: float = 0.2, cf: torch.Tensor | None = None) -> torch.Tensor:
-  """L = L_rec + L_KD + α·L_id + β·L_txt; frozen: item_emb, text_in, text_local [N+1, ·]."""
+  """L = L_rec + L_KD + α·L_id + β·L_txt.
+
+  frozen: item_emb [N+1, d], text_local [N+1, d_t], and text_rows, text_index from
+  `text_tables` of the table f_t reads.
+  """
   num_items = frozen["item_emb"].shape[0] - 1
   real = seqs > 0
   if cf is None:
@@ -67,9 +79,10 @@ def fkd_loss(nets: TorchFKD, sasrec: nn.Module, frozen: dict[str, torch.Tensor],
   inputs, targets = seqs[:, :-1], seqs[:, 1:]
   with torch.no_grad():  # SASRec is frozen
     h, h_cf, r = sasrec(seqs), sasrec(cf), sasrec(inputs)
-  z_id, z_t = nets.f_id(h), nets.f_t(frozen["text_in"][seqs])
+  features = nets.f_t(frozen["text_rows"])[frozen["text_index"]]  # f_t of every item
+  z_id, z_t = nets.f_id(h), features[seqs]
   m = z_id - z_t
-  m_cf = (nets.f_id(h_cf) - nets.f_t(frozen["text_in"][cf])).detach()
+  m_cf = (nets.f_id(h_cf) - features[cf]).detach()
   l_kd = masked_mean(((m - m_cf) ** 2).sum(-1), real)
   l_id = masked_mean(((nets.g_id(z_id) - h) ** 2).sum(-1), real)
   l_txt = masked_mean(((nets.g_t(z_t) - frozen["text_local"][seqs]) ** 2).sum(-1), real)
@@ -77,7 +90,7 @@ def fkd_loss(nets: TorchFKD, sasrec: nn.Module, frozen: dict[str, torch.Tensor],
   mask = inputs > 0
   count = mask.sum(-1, keepdim=True).float()
   weights = mask.float() / count.clamp(min=1) / (count > 0).sum().clamp(min=1)
-  fused = frozen["item_emb"][1:] + nets.f_t(frozen["text_in"][1:])  # ẽ without padding
+  fused = frozen["item_emb"][1:] + features[1:]  # ẽ without padding
   logits = r[mask] @ fused.T  # [P, N]
   ce = nn.functional.cross_entropy(logits, targets[mask] - 1, reduction="none")
   l_rec = (ce * weights[mask]).sum()

@@ -137,7 +137,7 @@ def jax_rows(model_name, model, seqs, num_items, batch, mesh, cap):
   return rows
 
 
-def fkd_rows(seqs, num_items, batch, mesh, cap, sasrec_params, sasrec):
+def fkd_rows(seqs, num_items, batch, cap, sasrec_params, sasrec):
   tx = optax.adam(1e-4)
   rng = np.random.default_rng(0)  # C as the server sends it: one of K = 100 centroids per item
   text = rng.normal(size=(100, 384)).astype(np.float32)[rng.integers(0, 100, num_items + 1)]
@@ -236,8 +236,12 @@ def torch_rows(seqs, fkd_data, num_items, batch, cap, flops, text, sasrec_params
     for p in sasrec.parameters():
       p.requires_grad_(False)
     nets = TorchFKD(50, text.shape[1])
+    from fkd_torch import text_tables
+
     t = torch.from_numpy(text)
-    frozen = {"item_emb": sasrec.item_emb.weight, "text_in": t, "text_local": t}
+    rows, index = text_tables(t)
+    frozen = {"item_emb": sasrec.item_emb.weight, "text_rows": rows, "text_index": index,
+              "text_local": t}
     half = seqs.shape[1]
     return torch_step(nets.parameters(), lambda b: fkd_loss(
         nets, sasrec, frozen, b[:, :half], b[:, half:]), 1e-4, compiled)
@@ -320,7 +324,7 @@ def main() -> None:
   flops["gru4rec", "real"], flops["gru4rec", "all"] = rows[2].flops, rows[3].flops
   text = None
   if not ARGS.no_fkd:
-    more, text = fkd_rows(seqs, num_items, batch, mesh, fkd_cap, rows[0].state["params"], sasrec)
+    more, text = fkd_rows(seqs, num_items, batch, fkd_cap, rows[0].state["params"], sasrec)
     rows += more
     flops["fkd", "real"] = more[0].flops
   rows += torch_rows(seqs, fkd_data, num_items, batch, cap, flops, text, sasrec_params)

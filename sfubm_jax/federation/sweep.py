@@ -36,11 +36,16 @@ def privacy_sweep(
 
   known: rows already computed for some λ (the round's own upload at the configured λ,
   with the same secret, so the same figures); they are copied, not recomputed, when they
-  hold every figure of the table for every domain.
+  hold every figure of the table for every domain and say they were made at that λ with
+  the configured `replace_with`.
   """
   table: dict[float, dict[str, dict[str, float]]] = {}
-  known = {float(lam): rows for lam, rows in (known or {}).items()
-           if all(d in rows and all(k in rows[d] for k, _ in COLUMNS) for d in vectors)}
+  def usable(lam, rows):  # every figure, computed at this λ with this mechanism
+    return all(d in rows and all(k in rows[d] for k, _ in COLUMNS)
+               and rows[d].get("noise_scale") == lam
+               and rows[d].get("replace_with") == config.replace_with for d in vectors)
+
+  known = {float(lam): rows for lam, rows in (known or {}).items() if usable(float(lam), rows)}
   for lam in lambdas:
     if float(lam) in known:
       table[float(lam)] = {d: dict(known[float(lam)][d]) for d in vectors}

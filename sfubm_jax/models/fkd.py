@@ -177,11 +177,11 @@ def frozen_tables(sasrec: Any, item_emb: Any, text_in: Any, text_local: Any) -> 
 
   text_in [N+1, d_t] (C or X) becomes "text_rows" [R, d_t] (its distinct rows) and
   "text_index" [N+1] (row of each item): f_t runs on R rows per step, not N+1. For the
-  federated centroids R = K + 1 (K ≈ 100 against N ≈ 8,000–19,000 items), so ẽ's f_t(C)
+  federated centroids R ≤ K + 1 (K ≈ 100 against N ≈ 8,000–19,000 items), so ẽ's f_t(C)
   costs a fraction of a step. Where fewer than half the rows repeat (local X: all rows
   distinct) the table is kept as it is and the index is empty: the gather and its
-  scatter-add gradient would cost more than they save (kitchen kd_local: 115 s against
-  94 s).
+  scatter-add gradient would cost more than they save (kitchen kd_local: 108 s against
+  94 s, BENCHMARKS.md).
   """
   text_in = np.asarray(text_in, np.float32)
   rows, index = np.unique(text_in, axis=0, return_inverse=True)

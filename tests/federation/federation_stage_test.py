@@ -152,3 +152,7 @@ def test_sweep_reuses_the_rounds_figures_and_they_equal_a_recomputation(run_dir,
   monkeypatch.setattr(client, "make_upload", lambda *a, **k: calls.append(a))
   reused = sweep.privacy_sweep(*args, known={lam: known})
   assert not calls and reused[lam] == known
+  # rows that say another λ are not taken for this one
+  with pytest.raises(TypeError):  # the patched make_upload returns None: it was called
+    sweep.privacy_sweep(*args, known={lam: {d: {**f, "noise_scale": 0.5}
+                                            for d, f in known.items()}})

@@ -20,13 +20,25 @@ SEQS = np.array(
 BATCH = {"seqs": SEQS, "touched": SEQS}  # touched: what S' avoids
 
 
-def _setup(variant="fkd", alpha=0.5, beta=0.2, rec_positions="all"):
-  encode, sasrec = fx.frozen_sasrec(N, D, L, seed=1)
+def _tables():
+  """(X, C) [N+1, DT]: local vectors, all distinct; C like the server's reply, each item
+  one of 4 centroids."""
   rng = np.random.default_rng(0)
   local = rng.normal(size=(N + 1, DT)).astype(np.float32)
-  # like the server's reply: each item gets one of a few centroids
   federated = rng.normal(size=(4, DT)).astype(np.float32)[rng.integers(0, 4, N + 1)]
   local[0] = federated[0] = 0.0
+  return local, federated
+
+
+def _text_in(hp):
+  """The raw [N+1, DT] table f_t reads in this variant (not rebuilt from frozen_tables)."""
+  local, federated = _tables()
+  return local if hp.switches.text == "local" else federated
+
+
+def _setup(variant="fkd", alpha=0.5, beta=0.2, rec_positions="all"):
+  encode, sasrec = fx.frozen_sasrec(N, D, L, seed=1)
+  local, federated = _tables()
   hp = fx.hparams(encode, D, DT, variant, hidden=HIDDEN, alpha=alpha, beta=beta,
                   rec_positions=rec_positions)
   params = fkd.init_params(jax.random.PRNGKey(2), hp)
@@ -36,17 +48,11 @@ def _setup(variant="fkd", alpha=0.5, beta=0.2, rec_positions="all"):
   return encode, sasrec, hp, params, frozen
 
 
-def _text_in(frozen):
-  """The [N+1, d_t] table f_t reads, rebuilt from its distinct rows and index."""
-  rows, index = np.asarray(frozen["text_rows"]), np.asarray(frozen["text_index"])
-  return rows if index.size == 0 else rows[index]
-
-
 def _numpy_terms(encode, sasrec, hp, params, frozen, key):
   """Every term by explicit loops over users and positions, MLPs from the param arrays."""
   p = jax.tree.map(np.asarray, params)
   e_id, x = (np.asarray(frozen[k], np.float64) for k in ("item_emb", "text_local"))
-  text_in = _text_in(frozen).astype(np.float64)
+  text_in = _text_in(hp).astype(np.float64)
   cf = np.asarray(fkd.sample_counterfactual(key, jnp.asarray(SEQS), jnp.asarray(SEQS), N))
   h = np.asarray(encode(sasrec, SEQS), np.float64)
   h_cf = np.asarray(encode(sasrec, cf), np.float64)
@@ -113,7 +119,7 @@ def test_teacher_mediator_gets_no_gradient():
   key = jax.random.PRNGKey(3)
   _, cf = _numpy_terms(encode, sasrec, hp, params, frozen, key)
   p_np = jax.tree.map(np.asarray, params)
-  text_in = _text_in(frozen)
+  text_in = _text_in(hp)
   h = encode(sasrec, SEQS)
   teacher = (fx.mlp(p_np["f_id"], np.asarray(encode(sasrec, cf)))
              - fx.mlp(p_np["f_t"], text_in[cf]))  # [B, L, d] constant
@@ -171,7 +177,7 @@ def test_counterfactual_avoids_the_users_items_and_is_uniform():
 def test_variants_change_only_what_they_should():
   _, _, hp, params, frozen = _setup("fkd")
   e_id = np.asarray(frozen["item_emb"])
-  f_t = fx.mlp(jax.tree.map(np.asarray, params["f_t"]), _text_in(frozen))
+  f_t = fx.mlp(jax.tree.map(np.asarray, params["f_t"]), _text_in(hp))
   emb = {v: np.asarray(fkd.fused_item_embeddings(
       params, frozen, fx.hparams(hp.encode, D, DT, v, hidden=HIDDEN))) for v in fkd.VARIANTS}
   np.testing.assert_allclose(emb["fkd"][1:], e_id[1:] + f_t[1:], rtol=1e-5, atol=1e-6)
@@ -233,7 +239,8 @@ def test_pytorch_reference_matches_loss_and_gradients(repo_root):
   nets = fkd_torch.TorchFKD(D, DT, HIDDEN)
   fkd_torch.load_flax_params(nets, params)
   t_frozen = {k: torch.tensor(np.asarray(frozen[k])) for k in ("item_emb", "text_local")}
-  t_frozen["text_in"] = torch.tensor(_text_in(frozen))
+  t_frozen["text_rows"], t_frozen["text_index"] = fkd_torch.text_tables(
+      torch.tensor(_text_in(hp)))
   seqs = torch.tensor(SEQS, dtype=torch.long)
   t_loss = fkd_torch.fkd_loss(nets, t_sasrec, t_frozen, seqs, seqs,
                               cf=torch.tensor(cf, dtype=torch.long))
@@ -265,16 +272,13 @@ def test_pytorch_counterfactual_avoids_touched_items(repo_root):
 def test_text_tables_keep_distinct_rows_only():
   """f_t runs on the distinct rows of C (K+1 of them), and ẽ is what f_t on every row gives."""
   _, _, hp, params, frozen = _setup("fkd")
+  local, federated = _tables()
   assert frozen["text_rows"].shape[0] <= 5  # 4 centroids + the padding row
-  local = fkd.frozen_tables(frozen["sasrec"], frozen["item_emb"], frozen["text_local"],
-                            frozen["text_local"])
-  assert local["text_index"].shape == (0,)  # all rows distinct: kept as they are
-  np.testing.assert_array_equal(local["text_rows"], frozen["text_local"])
-  rng = np.random.default_rng(0)
-  rng.normal(size=(N + 1, DT))  # the draws of _setup, in order
-  federated = rng.normal(size=(4, DT)).astype(np.float32)[rng.integers(0, 4, N + 1)]
-  federated[0] = 0.0
-  np.testing.assert_array_equal(_text_in(frozen), federated)
+  rows, index = np.asarray(frozen["text_rows"]), np.asarray(frozen["text_index"])
+  np.testing.assert_array_equal(rows[index], federated)
+  kept = fkd.frozen_tables(frozen["sasrec"], frozen["item_emb"], local, local)
+  assert kept["text_index"].shape == (0,)  # all rows distinct: kept as they are
+  np.testing.assert_array_equal(kept["text_rows"], local)
   f_t = fx.mlp(jax.tree.map(np.asarray, params["f_t"]), federated)  # on all N+1 rows
   np.testing.assert_allclose(np.asarray(fkd.fused_item_embeddings(params, frozen, hp))[1:],
                              np.asarray(frozen["item_emb"])[1:] + f_t[1:], rtol=1e-5, atol=1e-6)

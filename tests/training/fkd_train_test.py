@@ -10,6 +10,7 @@ from sfubm_jax.metrics import ranking_metrics
 from sfubm_jax.training.fkd_train import (
     FKDTrainConfig,
     candidate_scores,
+    frozen_inputs,
     train_fkd,
     user_vectors,
 )
@@ -52,6 +53,13 @@ def test_fkd_learns_the_clusters_and_id_only_equals_sasrec(domain, tmp_path):
                       tmp_path / "b", mesh)
   np.testing.assert_array_equal(id_only.item_emb[1:], data.item_emb[1:])
   assert id_only.test == pytest.approx(sasrec)
+
+  # kd_local reads X, whose rows are all distinct: f_t's table is kept with an empty index,
+  # and that path runs sharded on the 8-device mesh too.
+  hp_local = fx.hparams(encode, D, DT, "kd_local", hidden=32)
+  assert frozen_inputs(data, hp_local.switches)["text_index"].shape == (0,)
+  kd_local = train_fkd(data, hp_local, _tc(epochs=1), tmp_path / "c", mesh)
+  assert np.isfinite(kd_local.history["epoch_loss"]).all() and not kd_local.item_emb[0].any()
 
 
 class _Crash(Exception):

@@ -78,8 +78,8 @@ def test_config_patience_reaches_each_loop():
   from sfubm_jax.training import fkd_stage, seqrec_train
 
   cpu, paper = load_config("food_kitchen", "cpu"), load_config("food_kitchen", "")
-  assert seqrec_train.hparams(cpu.sasrec).patience == 2
-  assert seqrec_train.hparams(cpu.gru4rec).patience == 2
+  assert seqrec_train.hparams(cpu.sasrec).patience == 1
+  assert seqrec_train.hparams(cpu.gru4rec).patience == 1
   assert fkd_stage.train_config(cpu).patience == 2
   assert seqrec_train.hparams(paper.sasrec).patience == 0
   assert fkd_stage.train_config(paper).patience == 0
