@@ -108,18 +108,17 @@ def programs(cfg, hp: dict, c_chunk: int) -> dict:
   new_tokens = decode_budget(hp["max_new_tokens"], ANSWER_LEN)
   generate = make_greedy_generate(model.llm, max_new_tokens=new_tokens,
                                   eos_token_ids=[cfg.eos_token_id])
-  init = lambda n, s: backbone.init_cache(cfg, n, s)
   eval_batch = batch(e, PROMPT_LEN, False)
   answers = (sd((e, CANDIDATES, ANSWER_LEN), i32), sd((e, CANDIDATES, ANSWER_LEN), f32))
   out = {
       "train": (train, (state, frozen, batch(b, PROMPT_LEN + ANSWER_LEN, True))),
       "decode": (generate, (abstract, sd((e, PROMPT_LEN, cfg.embed_dim), cfg.dtype),
                             sd((e, PROMPT_LEN), i32))),
-      f"rank {CANDIDATES}": (jax.jit(stage2.make_rank_fn(model, init, "sum")),
+      f"rank {CANDIDATES}": (jax.jit(stage2.make_rank_fn(model, "sum")),
                              (trainable, frozen, eval_batch, *answers)),
   }
   if c_chunk < CANDIDATES:
-    out[f"rank {c_chunk}"] = (jax.jit(stage2.make_rank_fn(model, init, "sum", c_chunk)),
+    out[f"rank {c_chunk}"] = (jax.jit(stage2.make_rank_fn(model, "sum", c_chunk)),
                               (trainable, frozen, eval_batch, *answers))
   return out
 

@@ -58,7 +58,7 @@ def main() -> None:
   parts = build_parts(config, workdir, ctx, "sfubm")
   enc = train_stage.encode_examples(ctx.builder(True), ex, hp.max_seq_len,
                                     ctx.user_vectors(ex["history"]))
-  bucketed = batches.train_batches(enc.lengths, hp.batch_size, hp.seed, 0)
+  bucketed = batches.train_batches(enc.lengths, hp.batch_size, hp.seed, 0, hp.max_buckets)
   global_len = prompts.round_up(int(enc.lengths.max()))
   flat = [batches.Batch(b.rows, b.weight, global_len)
           for b in batches.train_batches(np.zeros_like(enc.lengths), hp.batch_size, hp.seed, 0)]
@@ -69,7 +69,7 @@ def main() -> None:
   eval_lengths = np.asarray([len(eval_builder.build(h, c).ids)
                              for h, c in zip(test_hist[users], test_cands[users])])
   eval_global = prompts.round_up(int(eval_lengths.max()))
-  eval_chunks = batches.eval_chunks(eval_lengths, hp.eval_batch_size)
+  eval_chunks = batches.eval_chunks(eval_lengths, hp.eval_batch_size, hp.max_buckets)
   eval_flat = [batches.Batch(c.rows, c.weight, eval_global)
                for c in batches.eval_chunks(np.zeros_like(eval_lengths), hp.eval_batch_size)]
 
@@ -98,7 +98,7 @@ def main() -> None:
       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
       "load_avg": os.getloadavg(), "config": args.config, "domain": domain,
       "train_prompts": len(enc.prompts), "batch_size": hp.batch_size,
-      "max_buckets": batches.MAX_BUCKETS,
+      "max_buckets": hp.max_buckets,
       "train_padding_before": batches.padding_share(enc.lengths, flat),
       "train_padding_after": batches.padding_share(enc.lengths, bucketed),
       "eval_users": len(users), "eval_batch_size": hp.eval_batch_size,

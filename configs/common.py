@@ -294,6 +294,9 @@ def _llm(pair: dict) -> ml_collections.ConfigDict:
   # draw; 0 = all). The report and results.json state the sizes used.
   c.train_prompts = 0
   c.eval_users = 0
+  # Length buckets of Stage 2 batches at most (`llm.batches`): each is one compilation of
+  # the train step and of the eval program; fewer buckets, more padding.
+  c.max_buckets = 4
   # Adam lr, batch size and epochs of Stage 2 (paper Table 3).
   c.lr = 1e-4
   c.batch_size = 8
@@ -492,6 +495,10 @@ def _shrink_cpu(c: ml_collections.ConfigDict) -> None:
   c.llm.batch_size = 8
   c.llm.eval_batch_size = 8
   c.llm.eval_memory_gb = 4.0
+  # 2 buckets: a compilation costs about 1.3 train steps here, and with 8 batches per epoch
+  # 2 buckets against 4 add 3–4% of tokens (padding 7.7% train, 8.8% eval on food,
+  # BENCHMARKS.md) and save 2 compilations of each program.
+  c.llm.max_buckets = 2
   c.llm.variants = ("sfubm", "llm_only")
 
 

@@ -91,6 +91,9 @@ def value_problems(config: ml_collections.ConfigDict) -> list[str]:
     if config[section].patience < 0:
       bad.append(f"config.{section}.patience: {config[section].patience} < 0 (0 trains "
                  "every epoch)")
+  if config.llm.max_buckets < 1:
+    bad.append(f"config.llm.max_buckets: {config.llm.max_buckets} < 1 (length buckets, "
+               "= compilations of each Stage 2 program, at most)")
   if config.llm.max_new_tokens < 0:
     bad.append(f"config.llm.max_new_tokens: {config.llm.max_new_tokens} < 0 (0 = the "
                "longest shown title)")

@@ -1,9 +1,11 @@
 """Batched generation with a KV cache: greedy (Stage 2 evaluation) and sampling.
 
 The prompt arrives as input embeddings (soft prompts already spliced in) with a
-left-padded attention mask. One prefill call fills the cache; a `lax.while_loop` then
-feeds one token per step and stops early once every row has produced a stop token. The
-whole loop is one jitted function, traced once per input shape, never per step.
+left-padded attention mask. One prefill call fills the cache (`prefill`); a
+`lax.while_loop` then feeds one token per step (`decode_from`) and stops early once every
+row has produced a stop token. The whole loop is one jitted function, traced once per
+input shape, never per step. Stage 2 evaluation shares one prefill between decoding and
+likelihood ranking (`stage2.make_eval_fn`).
 
 Works for every backbone (causal_lm/backbone.py: OPT, Llama family).
 
@@ -26,7 +28,7 @@ from sfubm_jax.models.causal_lm.backbone import init_cache
 Picker = Callable[[jax.Array, jax.Array], jax.Array]  # (logits [B, V], key) -> tokens [B]
 
 
-def _greedy(logits: jax.Array, key: jax.Array) -> jax.Array:
+def greedy(logits: jax.Array, key: jax.Array) -> jax.Array:
   del key
   return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
@@ -42,19 +44,31 @@ def _sampler(temperature: float, top_k: int) -> Picker:
   return pick
 
 
-def _generate(model: nn.Module, params, inputs_embeds, attention_mask, key, *,
-              max_new_tokens: int, stop_ids: tuple[int, ...], pad_id: int, pick: Picker):
-  # inputs_embeds [B, T, Dw]; attention_mask [B, T] (left padded).
+def prefill(model: nn.Module, params, inputs_embeds, attention_mask, slots: int):
+  """(last-position logits [B, V], cache, mask [B, slots]) of the prompt pass.
+
+  inputs_embeds [B, T, Dw]; attention_mask [B, T] (left padded). The cache has `slots`
+  ≥ T slots per row; `mask` is the prompt's mask over all of them (0 after T), which the
+  decoding loop and likelihood ranking (`stage2.rank_from_cache`) extend.
+  """
   b, t = attention_mask.shape
-  stop = jnp.asarray(stop_ids, jnp.int32)
-  cache = init_cache(model.config, b, t + max_new_tokens)
+  cache = init_cache(model.config, b, slots)
   mask = jnp.concatenate(
-      [attention_mask.astype(jnp.int32), jnp.zeros((b, max_new_tokens), jnp.int32)], axis=1
+      [attention_mask.astype(jnp.int32), jnp.zeros((b, slots - t), jnp.int32)], axis=1
   )  # [B, S] over all cache slots
   logits, cache = model.apply(params, inputs_embeds=inputs_embeds, attention_mask=mask,
                               cache=cache, logits_to_keep=1)  # [B, 1, V]
+  return logits[:, -1], cache, mask
+
+
+def decode_from(model: nn.Module, params, last_logits, cache, mask, key, *,
+                max_new_tokens: int, stop_ids: tuple[int, ...], pad_id: int, pick: Picker):
+  """Tokens [B, max_new_tokens] continuing a `prefill` (its cache has ≥ T + N − 1 slots)."""
+  b = last_logits.shape[0]
+  t = cache["index"]  # slots written so far: the prompt length
+  stop = jnp.asarray(stop_ids, jnp.int32)
   key, sub = jax.random.split(key)
-  last = pick(logits[:, -1], sub)  # [B]
+  last = pick(last_logits, sub)  # [B]
   done = jnp.isin(last, stop)
   tokens = jnp.full((b, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(
       jnp.where(done, pad_id, last))
@@ -77,13 +91,21 @@ def _generate(model: nn.Module, params, inputs_embeds, attention_mask, key, *,
   return jax.lax.while_loop(cond, body, state)[3]
 
 
+def _generate(model: nn.Module, params, inputs_embeds, attention_mask, key, *,
+              max_new_tokens: int, stop_ids: tuple[int, ...], pad_id: int, pick: Picker):
+  t = attention_mask.shape[1]
+  last, cache, mask = prefill(model, params, inputs_embeds, attention_mask, t + max_new_tokens)
+  return decode_from(model, params, last, cache, mask, key, max_new_tokens=max_new_tokens,
+                     stop_ids=stop_ids, pad_id=pad_id, pick=pick)
+
+
 def make_greedy_generate(model: nn.Module, *, max_new_tokens: int,
                          eos_token_ids: Sequence[int], pad_token_id: int | None = None):
   """Jitted fn(params, inputs_embeds [B,T,Dw], attention_mask [B,T]) -> tokens [B, N] int32."""
   pad = model.config.pad_token_id if pad_token_id is None else pad_token_id
   run = functools.partial(_generate, model, max_new_tokens=max_new_tokens,
                           stop_ids=tuple(int(e) for e in eos_token_ids), pad_id=pad,
-                          pick=_greedy)
+                          pick=greedy)
   return jax.jit(lambda params, embeds, mask: run(params, embeds, mask, jax.random.key(0)))
 
 
@@ -100,12 +122,12 @@ def make_sample_generate(model: nn.Module, *, max_new_tokens: int,
 
 @functools.lru_cache(maxsize=16)
 def _cached_ids_generate(model: nn.Module, max_new_tokens: int, stop_ids: tuple[int, ...]):
-  greedy = make_greedy_generate(model, max_new_tokens=max_new_tokens, eos_token_ids=stop_ids)
+  gen = make_greedy_generate(model, max_new_tokens=max_new_tokens, eos_token_ids=stop_ids)
 
   @jax.jit
   def run(params, input_ids, attention_mask):
     embeds = model.apply(params, input_ids, method="embed_tokens")  # [B, T, Dw]
-    return greedy(params, embeds, attention_mask)
+    return gen(params, embeds, attention_mask)
 
   return run
 

@@ -5,7 +5,8 @@ stored test candidates) of `llm.eval_users` seeded test users (0 = all), in chun
 by prompt length, are decoded greedily with the KV cache, each output is matched to
 one candidate title (`answers.choose`, rule `config.llm.valid_rule`), and the 20
 candidates are also ranked by log p(" " + title + eos | prompt) (`config.llm.rank_reduce`),
-as many candidates at a time as `config.llm.eval_memory_gb` holds (`memory.rank_chunk_size`).
+as many candidates at a time as `config.llm.eval_memory_gb` holds (`memory.rank_chunk_size`);
+one prompt pass with the KV cache serves both (`stage2.make_eval_fn`).
 Users are processed in chunks of `config.llm.eval_batch_size` whose results are written
 atomically to `DIR/eval/<domain>/<variant>/chunks/*.json`; a rerun skips finished chunks.
 Then: metrics into `DIR/results.json` (valid_ratio, hit@1 over all users, hit@1_valid,
@@ -38,21 +39,15 @@ from sfubm_jax.sharding import batch_divisor, batch_sharding
 
 
 @functools.lru_cache(maxsize=8)
-def jitted_eval_fns(model: stage2.Stage2Model, max_new_tokens: int,
-                    eos_id: int | tuple[int, ...], pad_id: int, reduce: str, c_chunk: int = 0):
-  """(embed, greedy generate, rank c_chunk candidates at a time), compiled once each.
+def jitted_eval_fn(model: stage2.Stage2Model, max_new_tokens: int,
+                   eos_id: int | tuple[int, ...], pad_id: int, reduce: str, c_chunk: int = 0):
+  """fn(trainable, frozen, batch, answers, answer_mask) -> (greedy tokens, rank scores),
+  one prompt pass for both (`stage2.make_eval_fn`), compiled once per bucket length.
 
   `eos_id`: the stop token, or all of them (`DomainContext.stop_ids`)."""
-  from sfubm_jax.llm.decoding import make_greedy_generate
-  from sfubm_jax.models.causal_lm.backbone import init_cache
-
-  embed = jax.jit(model.embed)
-  stops = list(eos_id) if isinstance(eos_id, tuple) else [eos_id]
-  generate = make_greedy_generate(model.llm, max_new_tokens=max_new_tokens,
-                                  eos_token_ids=stops, pad_token_id=pad_id)
-  rank = jax.jit(stage2.make_rank_fn(model, lambda b, n: init_cache(model.llm.config, b, n),
-                                     reduce, c_chunk))
-  return embed, generate, rank
+  stops = tuple(int(e) for e in eos_id) if isinstance(eos_id, tuple) else (int(eos_id),)
+  return jax.jit(stage2.make_eval_fn(model, reduce, c_chunk, max_new_tokens=max_new_tokens,
+                                     stop_ids=stops, pad_id=pad_id))
 
 
 def answer_arrays(ctx: DomainContext, builder, cands: np.ndarray, length: int):
@@ -94,7 +89,7 @@ def evaluate_variant(config: ml_collections.ConfigDict, workdir: pathlib.Path,
                     f"{batch_divisor(ctx.mesh)} batch-parallel devices (config.mesh.shape)")
   user_vecs = (ctx.user_vectors(hist) if soft
                else np.zeros((len(hist), 1), np.float32))  # [U, d]
-  chunks = batches.eval_chunks(lengths, bs)
+  chunks = batches.eval_chunks(lengths, bs, hp.max_buckets)
   todo = [i for i in range(len(chunks)) if not (out / f"{i:05d}.json").exists()]
   if todo:
     c_chunk = memory.rank_chunk_size(  # sized for the longest bucket: every chunk fits
@@ -103,10 +98,8 @@ def evaluate_variant(config: ml_collections.ConfigDict, workdir: pathlib.Path,
         answer_len=ctx.answer_len, num_candidates=cands.shape[1], memory_gb=hp.eval_memory_gb)
     state = restore_trained(workdir, parts)
     trainable, frozen = state["trainable"], parts.frozen
-    llm_params = stage2.merge_llm_params(trainable["llm"], frozen["llm"])
-    embed, generate, rank = jitted_eval_fns(parts.model, ctx.max_new_tokens,
-                                            ctx.stop_ids or ctx.eos_id, ctx.pad_id,
-                                            hp.rank_reduce, c_chunk)
+    evaluate = jitted_eval_fn(parts.model, ctx.max_new_tokens, ctx.stop_ids or ctx.eos_id,
+                              ctx.pad_id, hp.rank_reduce, c_chunk)
     shard = lambda x: jax.device_put(jnp.asarray(x), batch_sharding(ctx.mesh, x.ndim))
     desc = f"eval {ctx.domain}/{parts.variant.name}"
     for i in progress(todo, desc=desc, every_s=config.runtime.log_every_s):
@@ -115,10 +108,8 @@ def evaluate_variant(config: ml_collections.ConfigDict, workdir: pathlib.Path,
                            num_slots=slots, pad_id=ctx.pad_id)
       batch["user_vecs"] = user_vecs[rows]
       batch = jax.tree.map(shard, batch)
-      tokens = np.asarray(generate(llm_params, embed(trainable, frozen, batch),
-                                   batch["attention_mask"]))
-      scores = np.asarray(rank(trainable, frozen, batch, shard(ans[rows]),
-                               shard(ans_mask[rows])))
+      tokens, scores = jax.device_get(evaluate(trainable, frozen, batch, shard(ans[rows]),
+                                               shard(ans_mask[rows])))
       chunk = []
       for k, r in enumerate(real):
         toks = [int(t) for t in tokens[k] if t != ctx.pad_id]

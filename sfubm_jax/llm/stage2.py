@@ -165,65 +165,102 @@ def make_score_fn(model: Stage2Model, reduce: str) -> Callable:
   return score
 
 
-def make_rank_fn(model: Stage2Model, init_cache: Callable, reduce: str,
-                 c_chunk: int = 0) -> Callable:
+def rank_from_cache(model: Stage2Model, llm_params, first_logits, cache, prompt_mask,
+                    answers, answer_mask, *, c_chunk: int = 0, reduce: str = "sum"):
+  """[B, C] scores of the candidate answers [B, C, A] after a prompt pass.
+
+  `first_logits` [B, V]: the prompt's last-position logits; `cache`: its KV cache with
+  ≥ P + A slots, written up to P (`decoding.prefill`); `prompt_mask` [B, S]: the prompt's
+  mask over all S cache slots. log p(a | prompt) = log p(a_0 | prompt) +
+  Σ_{j≥1} log p(a_j | prompt, a_<j). `c_chunk` > 0 scores the candidates c_chunk at a time
+  (a `lax.map` over ceil(C / c_chunk) chunks, C padded up with empty answers), so only
+  c_chunk copies of the cache exist at once; 0 = all C at once.
+  """
+  if reduce not in RANK_REDUCE:
+    raise ValueError(f"rank reduce {reduce!r} not in {RANK_REDUCE}")
+  b, c, a = answers.shape
+  p = cache["index"]  # the prompt length: answers are written from this slot on
+  s = prompt_mask.shape[1]
+  k = min(c_chunk, c) if c_chunk > 0 else c  # candidates per chunk
+  n = -(-c // k)  # chunks
+  first = jax.nn.log_softmax(first_logits.astype(jnp.float32), axis=-1)  # [B, V]
+  rep = lambda x: jnp.repeat(x, k, axis=0) if x.ndim else x
+
+  def score_chunk(chunk):
+    # The copies are made inside the loop body: written in place, freed per chunk.
+    ans, ans_mask = chunk  # [B, k, A] each
+    chunk_cache = jax.tree.map(rep, cache)  # [B*k, S, ...]: one copy per candidate
+    lp0 = jnp.take_along_axis(first, ans[:, :, 0], axis=-1)  # [B, k]
+    mask = jax.lax.dynamic_update_slice(
+        jnp.zeros((b * k, s), prompt_mask.dtype),
+        ans_mask.reshape(b * k, a).astype(prompt_mask.dtype), (0, p))
+    mask = jnp.maximum(rep(prompt_mask), mask)  # [B*k, S]: prompt, then this answer
+    ans_logits, _ = model.llm.apply(
+        llm_params, ans.reshape(b * k, a), attention_mask=mask, cache=chunk_cache,
+        deterministic=True,
+    )  # [B*k, A, V]
+    labels = jnp.concatenate([ans[:, :, 1:], jnp.zeros((b, k, 1), ans.dtype)], -1)
+    rest = token_logprobs(ans_logits, labels.reshape(b * k, a)).reshape(b, k, a)
+    rest_mask = jnp.concatenate(
+        [ans_mask[:, :, 1:], jnp.zeros((b, k, 1), ans_mask.dtype)], axis=-1
+    )
+    return lp0 * ans_mask[:, :, 0] + jnp.sum(rest * rest_mask, axis=-1)  # [B, k]
+
+  pad = ((0, 0), (0, n * k - c), (0, 0))
+  chunks = tuple(jnp.pad(x, pad).reshape(b, n, k, a).swapaxes(0, 1)
+                 for x in (answers, answer_mask))  # [n, B, k, A] each
+  total = jax.lax.map(score_chunk, chunks).swapaxes(0, 1).reshape(b, n * k)[:, :c]  # [B, C]
+  if reduce == "mean":
+    return total / jnp.maximum(jnp.sum(answer_mask, axis=-1), 1.0)
+  return total
+
+
+def make_rank_fn(model: Stage2Model, reduce: str, c_chunk: int = 0) -> Callable:
   """fn(trainable, frozen, batch, answers [B, C, A], answer_mask [B, C, A]) -> [B, C].
 
   Likelihood ranking with the KV cache: the prompt (left-padded to P) runs once per user,
-  its cache is repeated for the candidates, and their right-padded answers run on top.
-  log p(a | prompt) = log p(a_0 | prompt) + Σ_{j≥1} log p(a_j | prompt, a_<j): equal to
-  scoring the C full sequences (`make_score_fn` on `prompts.pack_candidates`) at a
-  fraction of the cost. `c_chunk` > 0 scores the candidates c_chunk at a time (a
-  `lax.map` over ceil(C / c_chunk) chunks, C padded up with empty answers), so only
-  c_chunk copies of the cache exist at once (`memory.rank_chunk_size` sizes it); 0 = all
-  C at once. `init_cache(batch_size, max_len)` builds an empty cache.
+  its cache is repeated for the candidates, and their right-padded answers run on top
+  (`rank_from_cache`): equal to scoring the C full sequences (`make_score_fn` on
+  `prompts.pack_candidates`) at a fraction of the cost.
   """
+  from sfubm_jax.llm.decoding import prefill
+
   if reduce not in RANK_REDUCE:
     raise ValueError(f"rank reduce {reduce!r} not in {RANK_REDUCE}")
 
   def rank(trainable, frozen, batch, answers, answer_mask):
-    b, c, a = answers.shape
-    p = batch["input_ids"].shape[1]
-    k = min(c_chunk, c) if c_chunk > 0 else c  # candidates per chunk
-    n = -(-c // k)  # chunks
+    p, a = batch["input_ids"].shape[1], answers.shape[2]
     llm_params = merge_llm_params(trainable["llm"], frozen["llm"])
     embeds = model.embed(trainable, frozen, batch)  # [B, P, D]
-    full_mask = jnp.concatenate(
-        [batch["attention_mask"], jnp.zeros((b, a), batch["attention_mask"].dtype)], axis=1
-    )  # [B, P+A]; answer slots are marked per candidate below
-    logits, cache = model.llm.apply(
-        llm_params, inputs_embeds=embeds, attention_mask=full_mask, cache=init_cache(b, p + a),
-        deterministic=True, logits_to_keep=1,
-    )  # logits [B, 1, V]
-    first = jax.nn.log_softmax(logits[:, -1].astype(jnp.float32), axis=-1)  # [B, V]
-    rep = lambda x: jnp.repeat(x, k, axis=0) if x.ndim else x
-
-    def score_chunk(chunk):
-      # The copies are made inside the loop body: written in place, freed per chunk.
-      ans, ans_mask = chunk  # [B, k, A] each
-      chunk_cache = jax.tree.map(rep, cache)  # [B*k, P+A, ...]: one copy per candidate
-      lp0 = jnp.take_along_axis(first, ans[:, :, 0], axis=-1)  # [B, k]
-      mask = jnp.concatenate(
-          [rep(batch["attention_mask"]), ans_mask.reshape(b * k, a).astype(full_mask.dtype)],
-          axis=1,
-      )  # [B*k, P+A]
-      ans_logits, _ = model.llm.apply(
-          llm_params, ans.reshape(b * k, a), attention_mask=mask, cache=chunk_cache,
-          deterministic=True,
-      )  # [B*k, A, V]
-      labels = jnp.concatenate([ans[:, :, 1:], jnp.zeros((b, k, 1), ans.dtype)], -1)
-      rest = token_logprobs(ans_logits, labels.reshape(b * k, a)).reshape(b, k, a)
-      rest_mask = jnp.concatenate(
-          [ans_mask[:, :, 1:], jnp.zeros((b, k, 1), ans_mask.dtype)], axis=-1
-      )
-      return lp0 * ans_mask[:, :, 0] + jnp.sum(rest * rest_mask, axis=-1)  # [B, k]
-
-    pad = ((0, 0), (0, n * k - c), (0, 0))
-    chunks = tuple(jnp.pad(x, pad).reshape(b, n, k, a).swapaxes(0, 1)
-                   for x in (answers, answer_mask))  # [n, B, k, A] each
-    total = jax.lax.map(score_chunk, chunks).swapaxes(0, 1).reshape(b, n * k)[:, :c]  # [B, C]
-    if reduce == "mean":
-      return total / jnp.maximum(jnp.sum(answer_mask, axis=-1), 1.0)
-    return total
+    first, cache, mask = prefill(model.llm, llm_params, embeds, batch["attention_mask"], p + a)
+    return rank_from_cache(model, llm_params, first, cache, mask, answers, answer_mask,
+                           c_chunk=c_chunk, reduce=reduce)
 
   return rank
+
+
+def make_eval_fn(model: Stage2Model, reduce: str, c_chunk: int, *, max_new_tokens: int,
+                 stop_ids: tuple[int, ...], pad_id: int) -> Callable:
+  """fn(trainable, frozen, batch, answers, answer_mask) -> (tokens [B, N], scores [B, C]).
+
+  One prompt pass serves both halves of Stage 2 evaluation: greedy decoding
+  (`decoding.decode_from`, the same tokens as `decoding.make_greedy_generate`) and
+  likelihood ranking (`rank_from_cache`, the same scores as `make_rank_fn`), both reading
+  the prompt's KV cache; each pass writes its own copies.
+  """
+  from sfubm_jax.llm import decoding
+
+  def evaluate(trainable, frozen, batch, answers, answer_mask):
+    p, a = batch["input_ids"].shape[1], answers.shape[2]
+    llm_params = merge_llm_params(trainable["llm"], frozen["llm"])
+    embeds = model.embed(trainable, frozen, batch)  # [B, P, D]
+    first, cache, mask = decoding.prefill(model.llm, llm_params, embeds,
+                                          batch["attention_mask"], p + max(a, max_new_tokens))
+    tokens = decoding.decode_from(model.llm, llm_params, first, cache, mask, jax.random.key(0),
+                                  max_new_tokens=max_new_tokens, stop_ids=stop_ids,
+                                  pad_id=pad_id, pick=decoding.greedy)
+    scores = rank_from_cache(model, llm_params, first, cache, mask, answers, answer_mask,
+                             c_chunk=c_chunk, reduce=reduce)
+    return tokens, scores
+
+  return evaluate

@@ -161,7 +161,7 @@ def train_variant(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   b = hp.batch_size
   if b % batch_divisor(ctx.mesh):
     raise_batch(b, ctx.mesh)
-  plan = lambda epoch: batches.train_batches(enc.lengths, b, hp.seed, epoch)
+  plan = lambda epoch: batches.train_batches(enc.lengths, b, hp.seed, epoch, hp.max_buckets)
   history = {"train_mode": parts.train_mode, "variant": parts.variant.name,
              "domain": ctx.domain, "llm": describe_llm(ctx), "prompts": len(enc.prompts),
              "steps_per_epoch": len(plan(0)),

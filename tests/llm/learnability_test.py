@@ -4,7 +4,7 @@ Prompts (`PromptBuilder`, `train_stage.encode_examples`) → soft-prompt splicin
 (`Stage2Model`, `SoftPrompts`) → answer-only loss (`train_stage.jitted_train_step` on
 `train_stage.EpochBatches` of `batches.train_batches`) → greedy decoding and cached
 likelihood ranking
-(`eval_stage.jitted_eval_fns`, `eval_stage.answer_arrays`) → answer matching
+(`eval_stage.jitted_eval_fn`, `eval_stage.answer_arrays`) → answer matching
 (`answers.choose`, `eval_stage.score`): the code the llm and eval stages run, minus files.
 
 The task needs both kinds of slot. 30 items fall into 5 groups; an item's vector is
@@ -143,11 +143,8 @@ def trained():
   batch["user_vecs"] = user_vec(ev["target"])
   answer_len = max(len(t) for t in title_tokens) + 1
   ans, ans_mask = eval_stage.answer_arrays(ctx, builder, ev["candidates"], answer_len)
-  embed, generate, rank = eval_stage.jitted_eval_fns(model, answer_len + 2, EOS, PAD, "sum")
-  tr = state["trainable"]
-  llm_params = stage2.merge_llm_params(tr["llm"], frozen["llm"])
-  tokens = np.asarray(generate(llm_params, embed(tr, frozen, batch), batch["attention_mask"]))
-  scores = np.asarray(rank(tr, frozen, batch, ans, ans_mask))
+  evaluate = eval_stage.jitted_eval_fn(model, answer_len + 2, EOS, PAD, "sum")
+  tokens, scores = jax.device_get(evaluate(state["trainable"], frozen, batch, ans, ans_mask))
   records = []
   for u in range(EVAL_USERS):
     output = decode([t for t in tokens[u] if t != PAD])

@@ -167,20 +167,19 @@ def test_cached_ranking_equals_brute_force(setup):
   for i, row in enumerate(answers):
     for k, a in enumerate(row):
       ans[i, k, : len(a)], ans_mask[i, k, : len(a)] = a, 1
-  init = lambda bs, n: backbone.init_cache(setup["cfg"], bs, n)
-  fast = np.asarray(stage2.make_rank_fn(m, init, "sum")(tr, fr, batch, ans, ans_mask))
-  fast_mean = np.asarray(stage2.make_rank_fn(m, init, "mean")(tr, fr, batch, ans, ans_mask))
+  fast = np.asarray(stage2.make_rank_fn(m, "sum")(tr, fr, batch, ans, ans_mask))
+  fast_mean = np.asarray(stage2.make_rank_fn(m, "mean")(tr, fr, batch, ans, ans_mask))
   np.testing.assert_allclose(fast_mean, fast / ans_mask.sum(-1), rtol=1e-6)
   # Candidates in chunks (1 and 2 per chunk: 3 chunks, and 2 with the last one padded)
   # give the scores of all at once.
   for c_chunk in (1, 2):
-    chunked = stage2.make_rank_fn(m, init, "sum", c_chunk=c_chunk)
+    chunked = stage2.make_rank_fn(m, "sum", c_chunk=c_chunk)
     np.testing.assert_allclose(np.asarray(jax.jit(chunked)(tr, fr, batch, ans, ans_mask)), fast,
                                rtol=1e-5, atol=1e-5)
   # ... also with the users split over 2 devices, as the eval stage shards them.
   mesh = sharding.make_mesh((-1, 1, 1), jax.devices()[:2])
   put = lambda x: jax.device_put(jnp.asarray(x), sharding.batch_sharding(mesh, np.ndim(x)))
-  sharded = jax.jit(stage2.make_rank_fn(m, init, "sum", c_chunk=2))(
+  sharded = jax.jit(stage2.make_rank_fn(m, "sum", c_chunk=2))(
       tr, fr, jax.tree.map(put, batch), put(ans), put(ans_mask))
   np.testing.assert_allclose(np.asarray(sharded), fast, rtol=1e-5, atol=1e-5)
   logits_fn = jax.jit(m.logits)
@@ -202,3 +201,33 @@ def test_cached_ranking_equals_brute_force(setup):
   full["user_vecs"] = np.repeat(batch["user_vecs"], 3, axis=0)
   slow = np.asarray(jax.jit(stage2.make_score_fn(m, "sum"))(tr, fr, full)).reshape(2, 3)
   np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("new_tokens", [2, 9])
+def test_eval_fn_shares_one_prefill_and_equals_generate_and_rank(setup, new_tokens):
+  """make_eval_fn's (tokens, scores) equal greedy generation and cached ranking run apart,
+  with a decoding budget below and above the answer length (the shared cache is sized for
+  the longer of the two)."""
+  from sfubm_jax.llm.decoding import make_greedy_generate
+
+  m, tr, fr, b = setup["model"], setup["trainable"], setup["frozen"], setup["builder"]
+  hists, cands = [[1, 2], [0, 3], [5], [2, 6]], [[4, 5, 6], [7, 8, 9], [1, 2, 3], [9, 4, 7]]
+  _, batch = _batch(setup, hists, cands, length=32)
+  answers = [[b.answer(i) for i in c] for c in cands]
+  a_len = max(len(a) for row in answers for a in row)
+  ans = np.full((4, 3, a_len), PAD, np.int32)
+  ans_mask = np.zeros((4, 3, a_len), np.float32)
+  for i, row in enumerate(answers):
+    for k, a in enumerate(row):
+      ans[i, k, : len(a)], ans_mask[i, k, : len(a)] = a, 1
+  stops = (EOS, 7)  # a second stop token ends some rows early
+  evaluate = jax.jit(stage2.make_eval_fn(m, "sum", 2, max_new_tokens=new_tokens,
+                                         stop_ids=stops, pad_id=PAD))
+  tokens, scores = jax.device_get(evaluate(tr, fr, batch, ans, ans_mask))
+  generate = make_greedy_generate(m.llm, max_new_tokens=new_tokens, eos_token_ids=stops,
+                                  pad_token_id=PAD)
+  want = np.asarray(generate(merge(tr, fr), m.embed(tr, fr, batch), batch["attention_mask"]))
+  np.testing.assert_array_equal(tokens, want)
+  assert (want != PAD).any()  # something was generated
+  rank = np.asarray(stage2.make_rank_fn(m, "sum")(tr, fr, batch, ans, ans_mask))
+  np.testing.assert_allclose(scores, rank, rtol=1e-5, atol=1e-5)

@@ -53,7 +53,7 @@ def _compiled_temp_bytes(c_chunk, b, p, a, c):
   batch = {"input_ids": sd((b, p), i32), "attention_mask": sd((b, p), i32),
            "item_pos": sd((b, 4), i32), "item_ids": sd((b, 4), i32), "user_pos": sd((b,), i32),
            "user_vecs": sd((b, 5), f32)}
-  rank = stage2.make_rank_fn(model, lambda n, s: backbone.init_cache(OPT, n, s), "sum", c_chunk)
+  rank = stage2.make_rank_fn(model, "sum", c_chunk)
   compiled = jax.jit(rank).lower({"prompts": prompts, "llm": {}},
                                  {"llm": frozen_llm, "items": sd((10, 7), f32)}, batch,
                                  sd((b, c, a), i32), sd((b, c, a), f32)).compile()

@@ -1,4 +1,5 @@
-"""Attention pieces every causal-LM family shares: positions, masks, the KV-cache write.
+"""Attention pieces every causal-LM family shares: positions, masks, the KV-cache write,
+the einsum attention.
 
 The conventions of the backbone interface: `attention_mask` is [B, T] without a cache
 (1 = real token, left padding allowed) and [B, S] over all S cache slots with one (1 = a
@@ -35,3 +36,31 @@ def write_cache(layer_cache: dict, k: jax.Array, v: jax.Array, index) -> dict:
   dtype = layer_cache["k"].dtype
   return {"k": jax.lax.dynamic_update_slice(layer_cache["k"], k.astype(dtype), (0, index, 0, 0)),
           "v": jax.lax.dynamic_update_slice(layer_cache["v"], v.astype(dtype), (0, index, 0, 0))}
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array, *, scale: float,
+           dtype, dropout=None) -> jax.Array:
+  """softmax(q kᵀ · scale over the allowed keys, in float32) v: [B, T, N·Dh].
+
+  q [B, T, N, Dh]; k, v [B, S, K, Dh] with N = K·G (grouped-query attention; K = N is
+  multi-head); allowed [B, 1, T, S] bool; `dropout(probs)`, if given, acts on the
+  probabilities. Heads are moved before time first so that both einsums are plain batched
+  matmuls over (B, K) with the G·T query rows of a K/V head stacked: on the CPU this is
+  1.4–1.5× faster (fwd + bwd, SmolLM2's shapes at 8 × 424) than einsums over
+  [B, T, K, G, Dh], which make XLA transpose the [.., T, S] scores.
+  """
+  b, t, n, dh = q.shape
+  s, kv = k.shape[1], k.shape[2]
+  g = n // kv
+  qg = q.reshape(b, t, kv, g, dh).transpose(0, 2, 3, 1, 4).reshape(b, kv, g * t, dh)
+  kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, S, Dh]
+  scores = jnp.einsum("bkqd,bksd->bkqs", qg, kt).astype(jnp.float32)  # [B, K, G·T, S]
+  if scale != 1.0:
+    scores = scores * scale
+  scores = jnp.where(allowed[:, :, None], scores.reshape(b, kv, g, t, s),
+                     jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1).astype(dtype).reshape(b, kv, g * t, s)
+  if dropout is not None:
+    probs = dropout(probs)
+  out = jnp.einsum("bkqs,bksd->bkqd", probs, vt)  # [B, K, G·T, Dh]
+  return out.reshape(b, kv, g, t, dh).transpose(0, 3, 1, 2, 4).reshape(b, t, n * dh)

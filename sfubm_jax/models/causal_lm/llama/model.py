@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sfubm_jax.errors import UserError
-from sfubm_jax.models.causal_lm.attention import causal_inputs, write_cache
+from sfubm_jax.models.causal_lm.attention import attend, causal_inputs, write_cache
 from sfubm_jax.models.causal_lm.lora import LoRADense
 
 MODEL_TYPES = ("llama", "qwen2")
@@ -248,11 +248,7 @@ class LlamaAttention(nn.Module):
       out = jax.nn.dot_product_attention(q, k, v, mask=allowed, scale=dh**-0.5,
                                          implementation="cudnn")
     else:
-      qg = q.reshape(b, t, kv, n // kv, dh)  # query heads grouped by their K/V head
-      scores = jnp.einsum("btkgd,bskd->bkgts", qg, k).astype(jnp.float32) * (dh**-0.5)
-      scores = jnp.where(allowed[:, :, None], scores, jnp.finfo(jnp.float32).min)
-      probs = jax.nn.softmax(scores, axis=-1).astype(cfg.dtype)  # [B, K, G, T, S]
-      out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+      out = attend(q, k, v, allowed, scale=dh**-0.5, dtype=cfg.dtype)  # [B, T, N·Dh]
     out = out.reshape(b, t, n * dh)
     return _dense(cfg, cfg.hidden_size, "o_proj")(out), new_cache
 

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from sfubm_jax.errors import UserError
-from sfubm_jax.models.causal_lm.attention import positions_from_mask
+from sfubm_jax.models.causal_lm.attention import attend, positions_from_mask
 from sfubm_jax.models.causal_lm.lora import LoRADense
 
 POSITION_OFFSET = 2  # OPT's learned positions start at row 2 (fairseq padding legacy).
@@ -192,11 +192,9 @@ class OPTAttention(nn.Module):
       out = jax.nn.dot_product_attention(q, k, v, mask=allowed, scale=1.0,
                                          implementation="cudnn")
     else:
-      scores = jnp.einsum("bthd,bshd->bhts", q, k).astype(jnp.float32)  # [B, H, T, S]
-      scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
-      probs = jax.nn.softmax(scores, axis=-1).astype(cfg.dtype)
-      probs = nn.Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
-      out = jnp.einsum("bhts,bshd->bthd", probs, v)  # [B, T, H, Dh]
+      drop = nn.Dropout(cfg.attention_dropout)
+      out = attend(q, k, v, allowed, scale=1.0, dtype=cfg.dtype,
+                   dropout=lambda p: drop(p, deterministic=deterministic))  # [B, T, H·Dh]
     out = out.reshape(b, t, cfg.hidden_size)
     return _dense(cfg, cfg.hidden_size, "out_proj")(out), new_cache
 
