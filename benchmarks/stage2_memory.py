@@ -10,6 +10,8 @@ from `jax.eval_shape` of the init: nothing is allocated) and compiled for the CP
   decode       greedy decoding, `llm.eval_batch_size` prompts of P tokens, max_new_tokens
   rank 20      likelihood ranking with all 20 candidates at once (the old code path)
   rank k       chunked ranking, k = `memory.rank_chunk_size` at `llm.eval_memory_gb`
+  eval k       what the eval stage runs: one prompt pass whose KV cache serves both greedy
+               decoding and chunked ranking (`stage2.make_eval_fn`)
 
 The CPU compiler turns bfloat16 matmuls into float32 ones (it converts the weights), so
 a bf16 program's CPU figures say nothing about a GPU. The programs are therefore compiled
@@ -34,6 +36,7 @@ longest shown title (31 tokens) + eos, A = 32. Training sequences P + A = 664.
 
   python benchmarks/stage2_memory.py                  # both models, about 4 minutes here
   python benchmarks/stage2_memory.py --layers=4       # a quick look (4-layer models)
+  python benchmarks/stage2_memory.py --programs=eval  # only the eval stage's program
 """
 
 from __future__ import annotations
@@ -120,6 +123,10 @@ def programs(cfg, hp: dict, c_chunk: int) -> dict:
   if c_chunk < CANDIDATES:
     out[f"rank {c_chunk}"] = (jax.jit(stage2.make_rank_fn(model, "sum", c_chunk)),
                               (trainable, frozen, eval_batch, *answers))
+  out[f"eval {c_chunk}"] = (
+      jax.jit(stage2.make_eval_fn(model, "sum", c_chunk, max_new_tokens=new_tokens,
+                                  stop_ids=(cfg.eos_token_id,), pad_id=cfg.pad_token_id)),
+      (trainable, frozen, eval_batch, *answers))
   return out
 
 
@@ -158,8 +165,11 @@ def layer_activation_bytes(cfg, batch: int, seq: int, itemsize: int) -> int:
           + probs)
 
 
-def measure(family: str, hp: dict, train_layers: tuple[int, int], full: int = 32) -> list[dict]:
-  """One row per program at `full` layers (train: extrapolated from `train_layers`)."""
+def measure(family: str, hp: dict, train_layers: tuple[int, int], full: int = 32,
+            only: tuple[str, ...] = ()) -> list[dict]:
+  """One row per program at `full` layers (train: extrapolated from `train_layers`);
+  `only`: the programs whose name starts with one of these (all if empty)."""
+  wanted = lambda name: not only or any(name.startswith(o) for o in only)
   from sfubm_jax.llm import memory
 
   bf16 = llm_config(family, full, "bfloat16")()
@@ -168,10 +178,11 @@ def measure(family: str, hp: dict, train_layers: tuple[int, int], full: int = 32
                                    num_candidates=CANDIDATES, memory_gb=hp["eval_memory_gb"])
   figures = {}  # program -> analysis at `full` layers
   for name, (fn, args) in programs(llm_config(family, full, "float32")(), hp, c_chunk).items():
-    if name != "train":
+    if name != "train" and wanted(name):
       figures[name] = analyse(fn, args)
   lo, hi = train_layers
-  for remat in (False, True):  # activations grow linearly with the layers: extrapolate
+  # Activations grow linearly with the layers: extrapolate.
+  for remat in (False, True) if wanted("train") else ():
     a, b = (analyse(*programs(llm_config(family, n, "float32")(remat), hp, CANDIDATES)["train"])
             for n in (lo, hi))
     figures["train" + (" (remat)" if remat else "")] = {
@@ -213,6 +224,9 @@ def main(argv=None) -> list[dict]:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--families", default="opt,llama")
   ap.add_argument("--layers", type=int, default=32, help="decoder layers of the models")
+  ap.add_argument("--programs", default="",
+                  help="comma list of program-name prefixes to measure (train, decode, rank, "
+                  "eval); empty = all")
   ap.add_argument("--train_layers", default="2,4",
                   help="layer counts the train step is compiled at, then extrapolated")
   args = ap.parse_args(argv)
@@ -224,7 +238,9 @@ def main(argv=None) -> list[dict]:
                           "lr", "projector_hidden")}
   lo, hi = (int(x) for x in args.train_layers.split(","))
   t0 = time.perf_counter()
-  rows = [r for f in args.families.split(",") for r in measure(f, hp, (lo, hi), args.layers)]
+  only = tuple(filter(None, args.programs.split(",")))
+  rows = [r for f in args.families.split(",")
+          for r in measure(f, hp, (lo, hi), args.layers, only)]
   print(json.dumps({"config": hp, "prompt_len": PROMPT_LEN, "answer_len": ANSWER_LEN,
                     "seconds": round(time.perf_counter() - t0, 1)}))
   head = ("| model | program | layers compiled | XLA f32 temporaries | XLA f32 peak | "

@@ -19,6 +19,7 @@ def choices() -> dict[str, tuple[str, ...]]:
   """Allowed values of each choice field, keyed by its dotted config path."""
   from sfubm_jax.federation.perturb import REPLACE_WITH
   from sfubm_jax.llm.answers import RULES
+  from sfubm_jax.llm.context import PROJECTOR_INITS
   from sfubm_jax.llm.stage2 import RANK_REDUCE
   from sfubm_jax.llm.train_stage import TRAIN_TARGETS
   from sfubm_jax.llm.variants import VARIANTS
@@ -38,6 +39,7 @@ def choices() -> dict[str, tuple[str, ...]]:
       "llm.user_activation": tuple(projector.ACTIVATIONS),
       "llm.item_activation": tuple(projector.ACTIVATIONS),
       "llm.train_targets": TRAIN_TARGETS,
+      "llm.projector_init": PROJECTOR_INITS,
       "llm.family": FAMILIES,
       "llm.valid_rule": RULES,
       "llm.rank_reduce": RANK_REDUCE,

@@ -28,6 +28,7 @@ from sfubm_jax.data.split import DomainSplit, load_split
 from sfubm_jax.data.titles import title_groups
 from sfubm_jax.errors import UserError
 from sfubm_jax.llm import prompts, stage2, variants
+from sfubm_jax.models import projector
 from sfubm_jax.models.causal_lm import backbone
 from sfubm_jax.models.projector import SoftPrompts
 from sfubm_jax.sharding import make_mesh, replicated
@@ -201,6 +202,19 @@ def describe_llm(ctx: DomainContext) -> dict:
           "train_mode": ctx.train_mode}
 
 
+PROJECTOR_INITS = ("token_rms", "plain")
+PROMPT_INIT_USERS = 512  # train users whose r_u set P_u's initial output scale
+RMS_SAMPLE_TOKENS = 4096  # token ids (evenly spaced over the vocabulary) behind token_rms
+
+
+def token_rms(llm, llm_params) -> float:
+  """Root-mean-square of the LLM's input token embeddings (an evenly spaced id sample)."""
+  vocab = int(llm.config.vocab_size)
+  ids = jnp.arange(0, vocab, max(1, vocab // RMS_SAMPLE_TOKENS), dtype=jnp.int32)
+  emb = llm.apply(llm_params, ids[None], method="embed_tokens").astype(jnp.float32)
+  return float(jnp.sqrt(jnp.mean(jnp.square(emb))))
+
+
 @dataclasses.dataclass
 class VariantParts:
   """One variant: model, initial {"trainable", "opt"} state, frozen inputs, train mode."""
@@ -241,6 +255,11 @@ def build_parts(config: ml_collections.ConfigDict, workdir: pathlib.Path, ctx: D
   model = stage2.Stage2Model(backbone.build(ctx.llm_config), prompts_module)
   prompt_params = model.init_prompts(jax.random.fold_in(jax.random.key(hp.seed), 1), user_dim,
                                      items.shape[1])
+  if prompts_module is not None and hp.projector_init == "token_rms":
+    users = ctx.user_vectors(ctx.split.history("train")[0][:PROMPT_INIT_USERS])
+    prompt_params = projector.match_rms(prompt_params, jnp.asarray(users),
+                                        jnp.asarray(items[None, 1:]), prompts_module,
+                                        token_rms(model.llm, ctx.llm_params))
   train_llm, frozen_llm = stage2.split_llm_params(ctx.llm_params, ctx.train_mode)
   trainable = {"prompts": jax.device_put(prompt_params, rep),
                "llm": jax.tree.map(jnp.copy, train_llm)}  # copies: the step donates them

@@ -4,6 +4,10 @@
 item embedding into the LLM's input-embedding space. Each is a 2-layer MLP
 d → hidden → d_llm with its own activation (GELU for users, tanh for items); with
 `hidden=0` it is a single linear map d → d_llm, the `fkd_no_projector` ablation.
+
+`match_rms` rescales a projector's output layer so that, on given inputs, its outputs
+have a target root-mean-square (Stage 2 uses the LLM's token embeddings' RMS: soft prompts
+then start at the scale of the tokens around them instead of several times above it).
 """
 
 from __future__ import annotations
@@ -56,3 +60,26 @@ class SoftPrompts(nn.Module):
         item_vecs
     )  # [B, S, d_llm]
     return p_u, p_i
+
+
+def output_rms(params, user_vecs: jax.Array, item_vecs: jax.Array, module: SoftPrompts
+               ) -> tuple[float, float]:
+  """Root-mean-square of P_u(user_vecs) [B, d_u] and P_i(item_vecs) [B, S, d_i]."""
+  p_u, p_i = module.apply(params, user_vecs, item_vecs)
+  rms = lambda x: float(jnp.sqrt(jnp.mean(jnp.square(x.astype(jnp.float32)))))
+  return rms(p_u), rms(p_i)
+
+
+def match_rms(params, user_vecs: jax.Array, item_vecs: jax.Array, module: SoftPrompts,
+              target: float):
+  """`params` with each projector's output layer (kernel and bias) scaled so that its
+  outputs on these inputs have root-mean-square `target`. The outputs are linear in that
+  layer, so the match is exact."""
+  user, item = output_rms(params, user_vecs, item_vecs, module)
+  factor = {"user": target / max(user, 1e-12), "item": target / max(item, 1e-12)}
+  inner = dict(params["params"])
+  for name, f in factor.items():
+    layer = dict(inner[name])
+    layer["out"] = jax.tree.map(lambda x, f=f: x * f, layer["out"])
+    inner[name] = layer
+  return {**params, "params": inner}

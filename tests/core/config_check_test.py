@@ -38,6 +38,13 @@ def test_a_ranking_budget_of_zero_is_named():
     config_check.check(config)
 
 
+def test_zero_length_buckets_are_named():
+  config = load_config("tiny")
+  config.llm.max_buckets = 0
+  with pytest.raises(UserError, match=r"config\.llm\.max_buckets: 0 < 1"):
+    config_check.check(config)
+
+
 def test_each_checked_field_exists_in_the_config():
   config = load_config("food_kitchen")
   for path in config_check.choices():

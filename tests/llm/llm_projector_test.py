@@ -30,3 +30,43 @@ def test_linear_projector_has_no_hidden_layer():
   assert set(params["params"]) == {"out"}
   k, b = params["params"]["out"]["kernel"], params["params"]["out"]["bias"]
   np.testing.assert_allclose(m.apply(params, x), x @ np.asarray(k) + np.asarray(b), rtol=1e-6)
+
+
+def test_match_rms_scales_outputs_to_the_target_and_keeps_their_direction():
+  from sfubm_jax.models.projector import match_rms
+
+  m = SoftPrompts(out_dim=6, hidden=5)
+  rng = np.random.default_rng(3)
+  u, it = 15.0 * rng.normal(size=(8, 3)), 3.0 * rng.normal(size=(1, 10, 4))
+  params = m.init(jax.random.key(0), u, it)
+  # A non-zero bias too: the output layer's bias must scale with its kernel.
+  params["params"]["item"]["out"]["bias"] = np.full(6, 0.5, np.float32)
+  before_u, before_i = (np.asarray(x, np.float64) for x in m.apply(params, u, it))
+  scaled = match_rms(params, u, it, m, target=0.135)
+  after_u, after_i = (np.asarray(x, np.float64) for x in m.apply(scaled, u, it))
+  for before, after in ((before_u, after_u), (before_i, after_i)):
+    np.testing.assert_allclose(np.sqrt(np.mean(after**2)), 0.135, rtol=1e-5)
+    factor = np.sqrt(np.mean(after**2)) / np.sqrt(np.mean(before**2))
+    np.testing.assert_allclose(after, before * factor, rtol=1e-5, atol=1e-7)
+  # Only the output layers change.
+  for side in ("user", "item"):
+    np.testing.assert_array_equal(scaled["params"][side]["hidden"]["kernel"],
+                                  params["params"][side]["hidden"]["kernel"])
+
+
+def test_token_rms_is_the_embedding_tables_rms():
+  import jax.numpy as jnp
+
+  from sfubm_jax.llm.context import token_rms
+  from sfubm_jax.models.causal_lm.llama import model as llama
+
+  cfg = llama.LlamaConfig(vocab_size=300, hidden_size=16, num_hidden_layers=1,
+                          intermediate_size=32, num_attention_heads=2, num_key_value_heads=1,
+                          max_position_embeddings=32, tie_word_embeddings=True)
+  model = llama.LlamaForCausalLM(cfg)
+  params = model.init(jax.random.key(0), jnp.ones((1, 4), jnp.int32),
+                      attention_mask=jnp.ones((1, 4), jnp.int32))
+  table = np.asarray(jax.tree_util.tree_leaves(
+      {k: v for k, v in params["params"]["model"].items() if k == "embed_tokens"})[0])
+  assert table.shape == (300, 16)
+  np.testing.assert_allclose(token_rms(model, params), np.sqrt(np.mean(table**2)), rtol=1e-5)
