@@ -1,6 +1,8 @@
 """Stage 2 numerics on tiny random LLMs of both backbone families (OPT, Llama): splicing,
 answer-only loss, frozen LLM, ranking."""
 
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -71,6 +73,14 @@ def test_splice_puts_projector_outputs_at_slots_only(setup):
     np.testing.assert_allclose(embeds[r, off + p.user_slot], p_u[r], rtol=1e-6)
     others = [t for t in range(40) if t not in slot_pos]
     np.testing.assert_array_equal(embeds[r, others], tokens[r, others])
+
+
+def _answer_arrays(builder, cands, length):
+  """answers [U, C, A] right-padded with PAD and their mask: the eval stage's own arrays."""
+  from sfubm_jax.llm import eval_stage
+
+  return eval_stage.answer_arrays(types.SimpleNamespace(pad_id=PAD), builder,
+                                  np.asarray(cands), length)
 
 
 def merge(tr, fr):
@@ -162,11 +172,7 @@ def test_cached_ranking_equals_brute_force(setup):
   ps, batch = _batch(setup, hists, cands, length=32)
   answers = [[b.answer(i) for i in c] for c in cands]
   a_len = max(len(a) for row in answers for a in row)
-  ans = np.full((2, 3, a_len), PAD, np.int32)
-  ans_mask = np.zeros((2, 3, a_len), np.float32)
-  for i, row in enumerate(answers):
-    for k, a in enumerate(row):
-      ans[i, k, : len(a)], ans_mask[i, k, : len(a)] = a, 1
+  ans, ans_mask = _answer_arrays(b, cands, a_len)
   fast = np.asarray(stage2.make_rank_fn(m, "sum")(tr, fr, batch, ans, ans_mask))
   fast_mean = np.asarray(stage2.make_rank_fn(m, "mean")(tr, fr, batch, ans, ans_mask))
   np.testing.assert_allclose(fast_mean, fast / ans_mask.sum(-1), rtol=1e-6)
@@ -213,13 +219,7 @@ def test_eval_fn_shares_one_prefill_and_equals_generate_and_rank(setup, new_toke
   m, tr, fr, b = setup["model"], setup["trainable"], setup["frozen"], setup["builder"]
   hists, cands = [[1, 2], [0, 3], [5], [2, 6]], [[4, 5, 6], [7, 8, 9], [1, 2, 3], [9, 4, 7]]
   _, batch = _batch(setup, hists, cands, length=32)
-  answers = [[b.answer(i) for i in c] for c in cands]
-  a_len = max(len(a) for row in answers for a in row)
-  ans = np.full((4, 3, a_len), PAD, np.int32)
-  ans_mask = np.zeros((4, 3, a_len), np.float32)
-  for i, row in enumerate(answers):
-    for k, a in enumerate(row):
-      ans[i, k, : len(a)], ans_mask[i, k, : len(a)] = a, 1
+  ans, ans_mask = _answer_arrays(b, cands, max(len(b.answer(i)) for c in cands for i in c))
   stops = (EOS, 7)  # a second stop token ends some rows early
   evaluate = jax.jit(stage2.make_eval_fn(m, "sum", 2, max_new_tokens=new_tokens,
                                          stop_ids=stops, pad_id=PAD))
