@@ -213,9 +213,9 @@ def measure(family: str, hp: dict, train_layers: tuple[int, int], full: int = 32
                                       + f["temp"] * act[2] / act[4]) / GB
     if name.startswith("rank"):
       k = int(name.split()[1])
-      row["rank_estimate_gb"] = k * memory.rank_bytes_per_candidate(
+      row["rank_estimate_gb"] = memory.rank_bytes(
           bf16, batch_size=hp["eval_batch_size"], prompt_len=PROMPT_LEN,
-          answer_len=ANSWER_LEN) / GB
+          answer_len=ANSWER_LEN, candidates=k) / GB
     rows.append(row)
   return rows
 

@@ -6,8 +6,9 @@ sentence-transformers directory (e.g. the paper's 768-d SBERT) can be named inst
 
 The cache is content-addressed: each text's key is sha256(model id, text), vectors live
 in npz shards under `cache_dir/<model hash>/`, one shard per encoded batch group,
-written atomically. A rerun encodes nothing; a changed subset encodes only what is new;
-an interrupted run keeps the shards it finished.
+written atomically. Missing texts are encoded shortest first. A rerun encodes nothing;
+a changed subset encodes only what is new; an interrupted run keeps the shards it
+finished.
 """
 
 from __future__ import annotations
@@ -140,6 +141,10 @@ def encode_texts(
       cached.update({k.tobytes(): v for k, v in zip(shard_keys, vectors)})
       pending.clear()
 
+    # Shortest texts first: a batch pads to its longest text, so batches of similar
+    # lengths waste little (sorted batches of 32 encode 1.6x faster than unsorted ones of
+    # 128 on food's texts here, README).
+    todo.sort(key=lambda i: len(texts[i]))
     batches = [todo[s : s + batch_size] for s in range(0, len(todo), batch_size)]
     for group in progress(batches, desc=f"encoding {len(todo)} texts (batches)",
                           every_s=log_every_s):

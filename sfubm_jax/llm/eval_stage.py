@@ -5,7 +5,8 @@ stored test candidates) of `llm.eval_users` seeded test users (0 = all), in chun
 by prompt length, are decoded greedily with the KV cache, each output is matched to
 one candidate title (`answers.choose`, rule `config.llm.valid_rule`), and the 20
 candidates are also ranked by log p(" " + title + eos | prompt) (`config.llm.rank_reduce`),
-as many candidates at a time as `config.llm.eval_memory_gb` holds (`memory.rank_chunk_size`);
+as many candidates at a time as `config.llm.eval_memory_gb` holds (`memory.rank_chunk_size`),
+their answers packed into one row on the prompt's KV cache (`stage2.rank_from_cache`);
 one prompt pass with the KV cache serves both (`stage2.make_eval_fn`).
 Users are processed in chunks of `config.llm.eval_batch_size` whose results are written
 atomically to `DIR/eval/<domain>/<variant>/chunks/*.json`; a rerun skips finished chunks.
@@ -40,14 +41,15 @@ from sfubm_jax.sharding import batch_divisor, batch_sharding
 
 @functools.lru_cache(maxsize=8)
 def jitted_eval_fn(model: stage2.Stage2Model, max_new_tokens: int,
-                   eos_id: int | tuple[int, ...], pad_id: int, reduce: str, c_chunk: int = 0):
+                   eos_id: int | tuple[int, ...], pad_id: int, reduce: str, c_chunk: int = 0,
+                   pack_len: int = 0):
   """fn(trainable, frozen, batch, answers, answer_mask) -> (greedy tokens, rank scores),
   one prompt pass for both (`stage2.make_eval_fn`), compiled once per bucket length.
 
   `eos_id`: the stop token, or all of them (`DomainContext.stop_ids`)."""
   stops = tuple(int(e) for e in eos_id) if isinstance(eos_id, tuple) else (int(eos_id),)
   return jax.jit(stage2.make_eval_fn(model, reduce, c_chunk, max_new_tokens=max_new_tokens,
-                                     stop_ids=stops, pad_id=pad_id))
+                                     stop_ids=stops, pad_id=pad_id, pack_len=pack_len))
 
 
 def answer_arrays(ctx: DomainContext, builder, cands: np.ndarray, length: int):
@@ -98,8 +100,11 @@ def evaluate_variant(config: ml_collections.ConfigDict, workdir: pathlib.Path,
         answer_len=ctx.answer_len, num_candidates=cands.shape[1], memory_gb=hp.eval_memory_gb)
     state = restore_trained(workdir, parts)
     trainable, frozen = state["trainable"], parts.frozen
+    # The candidates' answers are packed per user: the row is as long as the longest
+    # user's chunk of answers, not c_chunk × the longest answer.
     evaluate = jitted_eval_fn(parts.model, ctx.max_new_tokens, ctx.stop_ids or ctx.eos_id,
-                              ctx.pad_id, hp.rank_reduce, c_chunk)
+                              ctx.pad_id, hp.rank_reduce, c_chunk,
+                              stage2.packed_length(ans_mask, c_chunk))
     shard = lambda x: jax.device_put(jnp.asarray(x), batch_sharding(ctx.mesh, x.ndim))
     desc = f"eval {ctx.domain}/{parts.variant.name}"
     for i in progress(todo, desc=desc, every_s=config.runtime.log_every_s):

@@ -165,16 +165,38 @@ def make_score_fn(model: Stage2Model, reduce: str) -> Callable:
   return score
 
 
+def packed_length(answer_mask: np.ndarray, c_chunk: int = 0) -> int:
+  """Tokens of the longest packed row `rank_from_cache` writes for these answers.
+
+  answer_mask [U, C, A] (host arrays, all users to be ranked): the most answer tokens of
+  one user's chunk of `c_chunk` candidates (0 = all C), over users and chunks; at least 1.
+  """
+  u, c, a = answer_mask.shape
+  k = min(c_chunk, c) if c_chunk > 0 else c
+  n = -(-c // k)
+  lens = np.pad(np.asarray(answer_mask).sum(-1), ((0, 0), (0, n * k - c)))  # [U, n·k]
+  return max(1, int(lens.reshape(u, n, k).sum(-1).max()))
+
+
 def rank_from_cache(model: Stage2Model, llm_params, first_logits, cache, prompt_mask,
-                    answers, answer_mask, *, c_chunk: int = 0, reduce: str = "sum"):
+                    answers, answer_mask, *, c_chunk: int = 0, pack_len: int = 0,
+                    reduce: str = "sum"):
   """[B, C] scores of the candidate answers [B, C, A] after a prompt pass.
 
-  `first_logits` [B, V]: the prompt's last-position logits; `cache`: its KV cache with
-  ≥ P + A slots, written up to P (`decoding.prefill`); `prompt_mask` [B, S]: the prompt's
+  `first_logits` [B, V]: the prompt's last-position logits; `cache`: its KV cache, written
+  up to P (`decoding.prefill`), with ≥ P + L slots; `prompt_mask` [B, S]: the prompt's
   mask over all S cache slots. log p(a | prompt) = log p(a_0 | prompt) +
-  Σ_{j≥1} log p(a_j | prompt, a_<j). `c_chunk` > 0 scores the candidates c_chunk at a time
-  (a `lax.map` over ceil(C / c_chunk) chunks, C padded up with empty answers), so only
-  c_chunk copies of the cache exist at once; 0 = all C at once.
+  Σ_{j≥1} log p(a_j | prompt, a_<j).
+
+  The candidates share the prompt's cache instead of each holding a copy: a user's answers
+  are packed back to back into one row of L tokens, written once after the prompt, and
+  each token attends to the prompt and to the earlier tokens of its own answer (a
+  [B, L, S] mask; positions continue the prompt's, as if it followed the prompt alone).
+  Padding costs nothing but the row's tail. `c_chunk` > 0 packs the candidates c_chunk at
+  a time (a `lax.map` over ceil(C / c_chunk) chunks, C padded up with empty answers), each
+  chunk writing its own row into one copy of the cache; 0 = all C in one row.
+  L = `pack_len`: at least `packed_length(answer_mask, c_chunk)` (tokens past L are lost);
+  0 = k·A, which always holds.
   """
   if reduce not in RANK_REDUCE:
     raise ValueError(f"rank reduce {reduce!r} not in {RANK_REDUCE}")
@@ -183,28 +205,39 @@ def rank_from_cache(model: Stage2Model, llm_params, first_logits, cache, prompt_
   s = prompt_mask.shape[1]
   k = min(c_chunk, c) if c_chunk > 0 else c  # candidates per chunk
   n = -(-c // k)  # chunks
+  length = pack_len or k * a  # tokens of a packed row
   first = jax.nn.log_softmax(first_logits.astype(jnp.float32), axis=-1)  # [B, V]
-  rep = lambda x: jnp.repeat(x, k, axis=0) if x.ndim else x
+  prompt_pos = jnp.sum(prompt_mask, axis=1).astype(jnp.int32)  # [B]: the next position
+  rows = jnp.arange(b)[:, None, None]
 
   def score_chunk(chunk):
-    # The copies are made inside the loop body: written in place, freed per chunk.
     ans, ans_mask = chunk  # [B, k, A] each
-    chunk_cache = jax.tree.map(rep, cache)  # [B*k, S, ...]: one copy per candidate
+    real = ans_mask > 0
+    lens = jnp.sum(real, axis=-1).astype(jnp.int32)  # [B, k]
+    start = jnp.cumsum(lens, axis=-1) - lens  # [B, k]: each answer's first packed slot
+    offset = jnp.broadcast_to(jnp.arange(a, dtype=jnp.int32), (b, k, a))
+    dest = jnp.where(real, start[..., None] + offset, length)  # [B, k, A]; L = dropped
+    seg = jnp.broadcast_to(jnp.arange(k, dtype=jnp.int32)[None, :, None], (b, k, a))
+    put = lambda fill, x: jnp.full((b, length), fill, jnp.int32).at[rows, dest].set(
+        x, mode="drop")
+    tokens, seg_row, off_row = put(0, ans), put(-1, seg), put(0, offset)  # [B, L] each
+    # Keys of packed token i: the prompt's, and the packed tokens j ≤ i of its answer.
+    own = ((seg_row[:, :, None] == seg_row[:, None, :]) & (seg_row[:, :, None] >= 0)
+           & (jnp.arange(length)[None, :] <= jnp.arange(length)[:, None])[None])  # [B, L, L]
+    mask = jax.lax.dynamic_update_slice(jnp.zeros((b, length, s), bool), own, (0, 0, p))
+    mask = mask | prompt_mask.astype(bool)[:, None, :]  # [B, L, S]: prompt, then own answer
+    logits, _ = model.llm.apply(
+        llm_params, tokens, attention_mask=mask, position_ids=prompt_pos[:, None] + off_row,
+        cache=cache, deterministic=True,
+    )  # [B, L, V]
+    # Packed token i + 1 continues token i's answer unless it opens one (offset 0).
+    nxt = jnp.concatenate([tokens[:, 1:], jnp.zeros((b, 1), jnp.int32)], axis=1)
+    lp = token_logprobs(logits, nxt)  # [B, L]: log p(token i + 1 | ..., token i)
+    lp_rest = jnp.take_along_axis(lp, jnp.clip(dest - 1, 0, length - 1).reshape(b, k * a),
+                                  axis=1).reshape(b, k, a)
     lp0 = jnp.take_along_axis(first, ans[:, :, 0], axis=-1)  # [B, k]
-    mask = jax.lax.dynamic_update_slice(
-        jnp.zeros((b * k, s), prompt_mask.dtype),
-        ans_mask.reshape(b * k, a).astype(prompt_mask.dtype), (0, p))
-    mask = jnp.maximum(rep(prompt_mask), mask)  # [B*k, S]: prompt, then this answer
-    ans_logits, _ = model.llm.apply(
-        llm_params, ans.reshape(b * k, a), attention_mask=mask, cache=chunk_cache,
-        deterministic=True,
-    )  # [B*k, A, V]
-    labels = jnp.concatenate([ans[:, :, 1:], jnp.zeros((b, k, 1), ans.dtype)], -1)
-    rest = token_logprobs(ans_logits, labels.reshape(b * k, a)).reshape(b, k, a)
-    rest_mask = jnp.concatenate(
-        [ans_mask[:, :, 1:], jnp.zeros((b, k, 1), ans_mask.dtype)], axis=-1
-    )
-    return lp0 * ans_mask[:, :, 0] + jnp.sum(rest * rest_mask, axis=-1)  # [B, k]
+    rest = jnp.where(real & (offset > 0), lp_rest, 0.0)
+    return lp0 * ans_mask[:, :, 0] + jnp.sum(rest, axis=-1)  # [B, k]
 
   pad = ((0, 0), (0, n * k - c), (0, 0))
   chunks = tuple(jnp.pad(x, pad).reshape(b, n, k, a).swapaxes(0, 1)
@@ -215,13 +248,14 @@ def rank_from_cache(model: Stage2Model, llm_params, first_logits, cache, prompt_
   return total
 
 
-def make_rank_fn(model: Stage2Model, reduce: str, c_chunk: int = 0) -> Callable:
+def make_rank_fn(model: Stage2Model, reduce: str, c_chunk: int = 0,
+                 pack_len: int = 0) -> Callable:
   """fn(trainable, frozen, batch, answers [B, C, A], answer_mask [B, C, A]) -> [B, C].
 
-  Likelihood ranking with the KV cache: the prompt (left-padded to P) runs once per user,
-  its cache is repeated for the candidates, and their right-padded answers run on top
-  (`rank_from_cache`): equal to scoring the C full sequences (`make_score_fn` on
-  `prompts.pack_candidates`) at a fraction of the cost.
+  Likelihood ranking with the KV cache: the prompt (left-padded to P) runs once per user
+  and the candidates' answers, packed into one row, run on top of its cache
+  (`rank_from_cache`; `pack_len` as there): equal to scoring the C full sequences
+  (`make_score_fn` on `prompts.pack_candidates`) at a fraction of the cost.
   """
   from sfubm_jax.llm.decoding import prefill
 
@@ -229,38 +263,46 @@ def make_rank_fn(model: Stage2Model, reduce: str, c_chunk: int = 0) -> Callable:
     raise ValueError(f"rank reduce {reduce!r} not in {RANK_REDUCE}")
 
   def rank(trainable, frozen, batch, answers, answer_mask):
-    p, a = batch["input_ids"].shape[1], answers.shape[2]
+    p, length = batch["input_ids"].shape[1], _row_length(answers, c_chunk, pack_len)
     llm_params = merge_llm_params(trainable["llm"], frozen["llm"])
     embeds = model.embed(trainable, frozen, batch)  # [B, P, D]
-    first, cache, mask = prefill(model.llm, llm_params, embeds, batch["attention_mask"], p + a)
+    first, cache, mask = prefill(model.llm, llm_params, embeds, batch["attention_mask"],
+                                 p + length)
     return rank_from_cache(model, llm_params, first, cache, mask, answers, answer_mask,
-                           c_chunk=c_chunk, reduce=reduce)
+                           c_chunk=c_chunk, pack_len=length, reduce=reduce)
 
   return rank
 
 
+def _row_length(answers, c_chunk: int, pack_len: int) -> int:
+  """L of `rank_from_cache`: `pack_len`, or k·A when it is 0."""
+  _, c, a = answers.shape
+  return pack_len or (min(c_chunk, c) if c_chunk > 0 else c) * a
+
+
 def make_eval_fn(model: Stage2Model, reduce: str, c_chunk: int, *, max_new_tokens: int,
-                 stop_ids: tuple[int, ...], pad_id: int) -> Callable:
+                 stop_ids: tuple[int, ...], pad_id: int, pack_len: int = 0) -> Callable:
   """fn(trainable, frozen, batch, answers, answer_mask) -> (tokens [B, N], scores [B, C]).
 
   One prompt pass serves both halves of Stage 2 evaluation: greedy decoding
   (`decoding.decode_from`, the same tokens as `decoding.make_greedy_generate`) and
   likelihood ranking (`rank_from_cache`, the same scores as `make_rank_fn`), both reading
-  the prompt's KV cache; each pass writes its own copies.
+  the prompt's KV cache (sized for the longer of the two); each writes its own copy.
   """
   from sfubm_jax.llm import decoding
 
   def evaluate(trainable, frozen, batch, answers, answer_mask):
-    p, a = batch["input_ids"].shape[1], answers.shape[2]
+    p, length = batch["input_ids"].shape[1], _row_length(answers, c_chunk, pack_len)
     llm_params = merge_llm_params(trainable["llm"], frozen["llm"])
     embeds = model.embed(trainable, frozen, batch)  # [B, P, D]
     first, cache, mask = decoding.prefill(model.llm, llm_params, embeds,
-                                          batch["attention_mask"], p + max(a, max_new_tokens))
+                                          batch["attention_mask"],
+                                          p + max(length, max_new_tokens))
     tokens = decoding.decode_from(model.llm, llm_params, first, cache, mask, jax.random.key(0),
                                   max_new_tokens=max_new_tokens, stop_ids=stop_ids,
                                   pad_id=pad_id, pick=decoding.greedy)
     scores = rank_from_cache(model, llm_params, first, cache, mask, answers, answer_mask,
-                             c_chunk=c_chunk, reduce=reduce)
+                             c_chunk=c_chunk, pack_len=length, reduce=reduce)
     return tokens, scores
 
   return evaluate

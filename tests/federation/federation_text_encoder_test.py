@@ -23,9 +23,14 @@ def test_cache_encodes_each_text_once(tmp_path):
   texts = ["apple pie", "steel pan", "apple pie", "tea"]
   first = text_encoder.encode_texts(texts, model="all-MiniLM-L6-v2", cache_dir=tmp_path,
                                     encoder=enc)
-  assert enc.seen == ["apple pie", "steel pan", "tea"]  # duplicates encoded once
+  # Duplicates encoded once, shortest first (ties in first-seen order).
+  assert enc.seen == ["tea", "apple pie", "steel pan"]
   np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, rtol=1e-6)
   np.testing.assert_array_equal(first[0], first[2])
+  # Each row is its own text's vector, whatever the encoding order.
+  want = CountingEncoder()(texts)
+  np.testing.assert_allclose(first, want / np.linalg.norm(want, axis=1, keepdims=True),
+                             rtol=1e-6)
   enc.seen.clear()
   again = text_encoder.encode_texts(texts, model="all-MiniLM-L6-v2", cache_dir=tmp_path,
                                     encoder=enc)
@@ -35,6 +40,20 @@ def test_cache_encodes_each_text_once(tmp_path):
                                    cache_dir=tmp_path, encoder=enc)
   assert enc.seen == ["knife"]  # a changed subset encodes only what is new
   np.testing.assert_array_equal(more[0], first[3])
+
+
+def test_batches_hold_texts_of_similar_length(tmp_path):
+  """Texts are batched shortest first: a batch pads to its longest text."""
+  batches = []
+  enc = CountingEncoder()
+  record = lambda texts: batches.append(list(texts)) or enc(texts)
+  texts = ["a much longer text here", "ab", "a medium one", "abc", "a long text, longer", "x"]
+  out = text_encoder.encode_texts(texts, model="all-MiniLM-L6-v2", cache_dir=tmp_path,
+                                  batch_size=2, encoder=record)
+  assert batches == [["x", "ab"], ["abc", "a medium one"],
+                     ["a long text, longer", "a much longer text here"]]
+  want = CountingEncoder()(texts)
+  np.testing.assert_allclose(out, want / np.linalg.norm(want, axis=1, keepdims=True), rtol=1e-6)
 
 
 def test_cache_is_keyed_by_model(tmp_path):

@@ -166,6 +166,17 @@ def test_lora_and_full_split():
   assert none == {} and len(full) == len(train) + len(frozen)
 
 
+def test_packed_length_by_hand():
+  mask = np.zeros((2, 3, 4), np.float32)
+  for u, row in enumerate([[2, 4, 1], [3, 3, 3]]):  # answer lengths per user
+    for c, n in enumerate(row):
+      mask[u, c, :n] = 1
+  assert stage2.packed_length(mask) == 9  # user 1: 3 + 3 + 3
+  assert stage2.packed_length(mask, 2) == 6  # chunks (2, 4) | (1, pad); (3, 3) | (3, pad)
+  assert stage2.packed_length(mask, 1) == 4
+  assert stage2.packed_length(np.zeros((1, 2, 3), np.float32)) == 1
+
+
 def test_cached_ranking_equals_brute_force(setup):
   m, tr, fr, b = setup["model"], setup["trainable"], setup["frozen"], setup["builder"]
   hists, cands = [[1, 2], [0, 3]], [[4, 5, 6], [7, 8, 9]]
@@ -181,6 +192,14 @@ def test_cached_ranking_equals_brute_force(setup):
   for c_chunk in (1, 2):
     chunked = stage2.make_rank_fn(m, "sum", c_chunk=c_chunk)
     np.testing.assert_allclose(np.asarray(jax.jit(chunked)(tr, fr, batch, ans, ans_mask)), fast,
+                               rtol=1e-5, atol=1e-5)
+  # Packed rows only as long as the longest user's chunk of answers (what the eval stage
+  # passes) give the same scores as rows of k × A.
+  for c_chunk in (0, 1, 2):
+    tight = stage2.packed_length(ans_mask, c_chunk)
+    assert tight < (c_chunk or 3) * a_len or c_chunk == 1  # answers of unequal lengths
+    packed = stage2.make_rank_fn(m, "sum", c_chunk=c_chunk, pack_len=tight)
+    np.testing.assert_allclose(np.asarray(jax.jit(packed)(tr, fr, batch, ans, ans_mask)), fast,
                                rtol=1e-5, atol=1e-5)
   # ... also with the users split over 2 devices, as the eval stage shards them.
   mesh = sharding.make_mesh((-1, 1, 1), jax.devices()[:2])

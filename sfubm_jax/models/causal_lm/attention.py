@@ -4,6 +4,9 @@ the einsum attention.
 The conventions of the backbone interface: `attention_mask` is [B, T] without a cache
 (1 = real token, left padding allowed) and [B, S] over all S cache slots with one (1 = a
 real token is or will be there); new tokens are written at slots index .. index+T−1.
+With a cache it may also be [B, T, S]: the keys each new token may attend to, given
+explicitly (several answers packed into one row, `stage2.rank_from_cache`); position ids
+are then required.
 """
 
 from __future__ import annotations
@@ -19,7 +22,14 @@ def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
 
 
 def causal_inputs(attention_mask, cache_index, t: int, position_ids=None):
-  """(allowed [B, 1, T, S] bool, positions [B, T]) for T new tokens at `cache_index`."""
+  """(allowed [B, 1, T, S] bool, positions [B, T]) for T new tokens at `cache_index`.
+
+  A [B, T, S] mask is used as given (no causal rule added) and needs `position_ids`.
+  """
+  if attention_mask.ndim == 3:
+    if position_ids is None:
+      raise ValueError("a [B, T, S] attention mask needs explicit position_ids")
+    return attention_mask.astype(bool)[:, None], position_ids
   key_ok = attention_mask.astype(bool)[:, None, None, :]  # [B, 1, 1, S]
   start = 0 if cache_index is None else cache_index
   q_pos = start + jnp.arange(t)  # [T] slots of the new tokens

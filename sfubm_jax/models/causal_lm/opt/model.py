@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from sfubm_jax.errors import UserError
-from sfubm_jax.models.causal_lm.attention import attend, positions_from_mask
+from sfubm_jax.models.causal_lm.attention import attend, causal_inputs
 from sfubm_jax.models.causal_lm.lora import LoRADense
 
 POSITION_OFFSET = 2  # OPT's learned positions start at row 2 (fairseq padding legacy).
@@ -297,7 +297,8 @@ class OPTForCausalLM(nn.Module):
 
     Without a cache, `attention_mask` is [B, T] (1 = real token, left padding allowed).
     With a cache of S slots it is [B, S] over all slots (1 = a real token is or will be
-    there) and the tokens are written at slots cache["index"] ... + T − 1.
+    there) and the tokens are written at slots cache["index"] ... + T − 1; or [B, T, S],
+    each new token's keys given explicitly, with `position_ids` (causal_lm/attention.py).
     `logits_to_keep` > 0 returns only the last that many positions' logits (as in HF):
     a loss on trailing answer tokens, or a prefill, skips the rest of the lm_head.
     """
@@ -309,14 +310,9 @@ class OPTForCausalLM(nn.Module):
     if attention_mask is None:
       attention_mask = jnp.ones((b, t) if cache is None else (b, cache["layers"][0]["k"].shape[1]),
                                 jnp.int32)
-    key_ok = attention_mask.astype(bool)[:, None, None, :]  # [B, 1, 1, S]
-    start = 0 if cache is None else cache["index"]
-    q_pos = start + jnp.arange(t)  # [T] slots of the new tokens
-    k_pos = jnp.arange(attention_mask.shape[1])  # [S]
-    allowed = key_ok & (k_pos[None, :] <= q_pos[:, None])[None, None]  # [B, 1, T, S]
-    if position_ids is None:
-      position_ids = jax.lax.dynamic_slice_in_dim(positions_from_mask(attention_mask), start,
-                                                  t, axis=1)  # [B, T]
+    allowed, position_ids = causal_inputs(attention_mask,
+                                          None if cache is None else cache["index"], t,
+                                          position_ids)  # [B, 1, T, S], [B, T]
     h, new_cache = self.decoder(inputs_embeds, allowed, position_ids, cache, deterministic)
     if logits_to_keep:
       h = h[:, -logits_to_keep:]
