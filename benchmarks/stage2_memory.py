@@ -8,8 +8,10 @@ from `jax.eval_shape` of the init: nothing is allocated) and compiled for the CP
   train        the Stage 2 step (frozen LLM, P_u/P_i and Adam, logits on the answer span),
                with `llm.remat` off and on; batch `llm.batch_size` × (P + A) tokens
   decode       greedy decoding, `llm.eval_batch_size` prompts of P tokens, max_new_tokens
-  rank 20      likelihood ranking with all 20 candidates at once (the old code path)
+  rank 20      likelihood ranking, all 20 candidates' answers packed into one row of
+               20 × A tokens on the prompt's KV cache (`stage2.rank_from_cache`)
   rank k       chunked ranking, k = `memory.rank_chunk_size` at `llm.eval_memory_gb`
+               (compiled only when k < 20)
   eval k       what the eval stage runs: one prompt pass whose KV cache serves both greedy
                decoding and chunked ranking (`stage2.make_eval_fn`)
 
@@ -25,8 +27,9 @@ compiled with 2 and 4 layers and extrapolated linearly to 32: its activations gr
 one layer's worth per layer. For it the script also prints an estimate: bf16 weights +
 the float32 temporaries × the bf16 / float32 ratio of an analytic count of the saved
 activations (`layer_activation_bytes`, printed beside XLA's float32 growth per layer).
-The reference of the ranking rows is the old path, all 20 candidates at once, measured
-in the same run: the script prints chunked / old peak.
+The reference of a chunked ranking row is all 20 candidates at once, measured in the
+same run: the script prints chunked / all-at-once peak, and each ranking row carries
+`memory.rank_bytes`' estimate of the chunk (`rank_estimate_gb`).
 
 Token counts (stated, not measured on OPT's tokenizer, which is not available offline):
 a prompt has bos, about 45 template tokens, 9 history + 20 candidate titles of 12 words
@@ -256,7 +259,8 @@ def main(argv=None) -> list[dict]:
   for f in args.families.split(","):
     ranks = [r for r in rows if r["family"] == f and r["program"].startswith("rank")]
     if len(ranks) == 2:
-      print(f"{f}: chunked ({ranks[1]['program']}) / old ({ranks[0]['program']}) bf16 bound "
+      print(f"{f}: chunked ({ranks[1]['program']}) / all at once ({ranks[0]['program']}) "
+            "bf16 bound "
             f"peak = {ranks[1]['peak_bf16_bound_gb'] / ranks[0]['peak_bf16_bound_gb']:.3f}")
   for r in rows:
     print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}))
