@@ -142,8 +142,8 @@ def encode_texts(
       pending.clear()
 
     # Shortest texts first: a batch pads to its longest text, so batches of similar
-    # lengths waste little (sorted batches of 32 encode 1.6x faster than unsorted ones of
-    # 128 on food's texts here, README).
+    # lengths waste little (sorted batches of 32 encode 1.7-1.9x faster than unsorted ones
+    # of 128 on food's texts here, BENCHMARKS.md).
     todo.sort(key=lambda i: len(texts[i]))
     batches = [todo[s : s + batch_size] for s in range(0, len(todo), batch_size)]
     for group in progress(batches, desc=f"encoding {len(todo)} texts (batches)",
