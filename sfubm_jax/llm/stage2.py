@@ -172,7 +172,7 @@ def packed_length(answer_mask: np.ndarray, c_chunk: int = 0) -> int:
   one user's chunk of `c_chunk` candidates (0 = all C), over users and chunks; at least 1.
   """
   u, c, a = answer_mask.shape
-  k = min(c_chunk, c) if c_chunk > 0 else c
+  k = _chunk_size(c, c_chunk)
   n = -(-c // k)
   lens = np.pad(np.asarray(answer_mask).sum(-1), ((0, 0), (0, n * k - c)))  # [U, n·k]
   return max(1, int(lens.reshape(u, n, k).sum(-1).max()))
@@ -203,9 +203,9 @@ def rank_from_cache(model: Stage2Model, llm_params, first_logits, cache, prompt_
   b, c, a = answers.shape
   p = cache["index"]  # the prompt length: answers are written from this slot on
   s = prompt_mask.shape[1]
-  k = min(c_chunk, c) if c_chunk > 0 else c  # candidates per chunk
+  k = _chunk_size(c, c_chunk)  # candidates per chunk
   n = -(-c // k)  # chunks
-  length = pack_len or k * a  # tokens of a packed row
+  length = _row_length(answers, c_chunk, pack_len)  # tokens of a packed row
   first = jax.nn.log_softmax(first_logits.astype(jnp.float32), axis=-1)  # [B, V]
   prompt_pos = jnp.sum(prompt_mask, axis=1).astype(jnp.int32)  # [B]: the next position
   rows = jnp.arange(b)[:, None, None]
@@ -274,10 +274,15 @@ def make_rank_fn(model: Stage2Model, reduce: str, c_chunk: int = 0,
   return rank
 
 
+def _chunk_size(c: int, c_chunk: int) -> int:
+  """Candidates per ranking chunk: `c_chunk` of the C, or all C when it is 0."""
+  return min(c_chunk, c) if c_chunk > 0 else c
+
+
 def _row_length(answers, c_chunk: int, pack_len: int) -> int:
   """L of `rank_from_cache`: `pack_len`, or k·A when it is 0."""
   _, c, a = answers.shape
-  return pack_len or (min(c_chunk, c) if c_chunk > 0 else c) * a
+  return pack_len or _chunk_size(c, c_chunk) * a
 
 
 def make_eval_fn(model: Stage2Model, reduce: str, c_chunk: int, *, max_new_tokens: int,
