@@ -136,3 +136,45 @@ def test_sample_is_all_rows_at_zero_and_a_sorted_seeded_subset_otherwise():
   assert len(set(s.tolist())) == 10 and np.all(np.diff(s) > 0)
   np.testing.assert_array_equal(s, batches.sample(100, 10, 1, 2))
   assert not np.array_equal(s, batches.sample(100, 10, 1, 3))
+
+
+def _slots_brute_force(lengths, batch, max_buckets):
+  """Fewest padded slots over every cut of the sorted rows into <= max_buckets runs of whole
+  batches (itertools over all cut sets), and the fewest buckets reaching it."""
+  import itertools
+  s = np.sort(lengths)
+  nb = -(-len(s) // batch)
+  best = None
+  for k in range(1, min(max_buckets, nb) + 1):
+    for inner in itertools.combinations(range(1, nb), k - 1):
+      cuts = (0, *inner, nb)
+      slots = sum((b - a) * batch * (-(-int(s[min(b * batch, len(s)) - 1]) // 8) * 8)
+                  for a, b in zip(cuts[:-1], cuts[1:]))
+      if best is None or slots < best[0]:
+        best = (slots, k)
+  return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_bucket_cuts_have_the_fewest_padded_slots(seed):
+  rng = np.random.default_rng(seed)
+  n = int(rng.integers(5, 40))
+  # Long-tailed lengths, as prompts are: most short, a few far longer.
+  lengths = (rng.lognormal(5.0, 0.35 + 0.1 * seed, size=n)).astype(int) + 1
+  batch, k = int(rng.integers(2, 5)), int(rng.integers(1, 5))
+  want_slots, want_k = _slots_brute_force(lengths, batch, k)
+  chunks = batches.eval_chunks(lengths, batch, max_buckets=k)
+  assert sum(len(c.rows) * c.length for c in chunks) == want_slots
+  assert len({c.length for c in chunks}) == want_k
+  plan = batches.train_batches(lengths, batch, seed=0, epoch=0, max_buckets=k)
+  assert sum(len(b.rows) * b.length for b in plan) == want_slots
+
+
+def test_long_tail_gets_its_own_bucket():
+  # 30 rows of 100 tokens and 2 of 400, batches of 2, 2 buckets: the tail batch alone at 400.
+  lengths = np.array([100] * 30 + [400, 400])
+  chunks = batches.eval_chunks(lengths, 2, max_buckets=2)
+  assert sorted(c.length for c in chunks) == [104] * 15 + [400]
+  assert batches.padding_share(lengths, chunks) == pytest.approx(1 - 3800 / (30 * 104 + 800))
+  # Equal lengths need one bucket (one compilation), whatever max_buckets allows.
+  assert len({c.length for c in batches.eval_chunks(np.full(9, 50), 2, max_buckets=4)}) == 1
