@@ -26,6 +26,8 @@ import dataclasses
 
 import numpy as np
 
+from sfubm_jax.llm.prompts import round_up
+
 MAX_BUCKETS = 4  # bucket lengths (compilations) per run at most
 MULTIPLE = 8  # bucket lengths are multiples of this
 
@@ -46,7 +48,7 @@ def bucket_cuts(sorted_lengths: np.ndarray, batch: int, max_buckets: int = MAX_B
   nb = -(-n // batch)
   k_max = max(1, min(max_buckets, nb))
   ends = np.minimum(np.arange(1, nb + 1) * batch, n) - 1
-  top = (-(-np.asarray(sorted_lengths, np.int64)[ends] // MULTIPLE) * MULTIPLE) * batch
+  top = round_up(np.asarray(sorted_lengths, np.int64)[ends], MULTIPLE) * batch
   inf = np.iinfo(np.int64).max // 4
   starts = np.arange(nb + 1, dtype=np.int64)
   prev = np.full(nb + 1, inf, np.int64)
@@ -57,8 +59,7 @@ def bucket_cuts(sorted_lengths: np.ndarray, batch: int, max_buckets: int = MAX_B
     cur = np.full(nb + 1, inf, np.int64)
     for b in range(1, nb + 1):
       # cost of [0, b) with k buckets, the last one [a, b): prev[a] + (b − a) · top[b − 1]
-      cand = prev[:b] + (b - starts[:b]) * top[b - 1]
-      cand[prev[:b] >= inf] = inf
+      cand = prev[:b] + (b - starts[:b]) * top[b - 1]  # unreachable a stay above inf
       a = int(np.argmin(cand))
       cur[b], back[k, b] = cand[a], a
     if cur[nb] < best:
@@ -87,7 +88,7 @@ def plan_buckets(lengths: np.ndarray, batch: int, max_buckets: int = MAX_BUCKETS
   for g in range(len(edges) - 1):
     rows = order[edges[g]:edges[g + 1]]
     bucket[rows] = g
-    sizes.append(-(-int(lengths[rows].max()) // MULTIPLE) * MULTIPLE)
+    sizes.append(round_up(int(lengths[rows].max()), MULTIPLE))
   return bucket, np.asarray(sizes, np.int64)
 
 
