@@ -290,7 +290,10 @@ def _llm(pair: dict) -> ml_collections.ConfigDict:
   # Init of P_u and P_i: "plain" (Flax's default) or "token_rms" (their output layers scaled
   # so that soft prompts start at the root-mean-square of the LLM's token embeddings, on
   # the domain's train users and items; plain P_u outputs start about 11x above SmolLM2's
-  # tokens, P_i about 3x).
+  # tokens, P_i about 3x), or "title_fit" (beyond the paper: before Stage 2, both fitted by
+  # MSE on the domain's train data, P_i(ẽ_i) to item i's mean title token embedding and
+  # P_u(r_u) to that of the user's next train item, so soft prompts start as the words
+  # they stand for).
   c.projector_init = "plain"
   # Training targets per user: "last" (the last train item, one prompt per user) or
   # "all" (every train item after the first, each with its own prefix as history).
@@ -313,6 +316,9 @@ def _llm(pair: dict) -> ml_collections.ConfigDict:
   # Text between two titles of the {history} and {candidates} lists (each title brings
   # its leading space; a soft-prompt slot follows each title).
   c.item_separator = ","
+  # Where each item's soft-prompt slot sits: "after" its title (SPEC §7's example,
+  # A-LLMRec/LLaRA) or "before" it.
+  c.item_slot = "after"
   c.item_noun = ml_collections.ConfigDict(
       {d: ITEM_NOUN.get(d, DOMAIN_DEFAULTS["noun"]) for d in pair["domains"]})
   # Longest prompt + answer in tokens (longer ones are an error, not silently cut).

@@ -20,6 +20,7 @@ def choices() -> dict[str, tuple[str, ...]]:
   from sfubm_jax.federation.perturb import REPLACE_WITH
   from sfubm_jax.llm.answers import RULES
   from sfubm_jax.llm.context import PROJECTOR_INITS
+  from sfubm_jax.llm.prompts import ITEM_SLOTS
   from sfubm_jax.llm.stage2 import RANK_REDUCE
   from sfubm_jax.llm.train_stage import TRAIN_TARGETS
   from sfubm_jax.llm.variants import VARIANTS
@@ -40,6 +41,7 @@ def choices() -> dict[str, tuple[str, ...]]:
       "llm.item_activation": tuple(projector.ACTIVATIONS),
       "llm.train_targets": TRAIN_TARGETS,
       "llm.projector_init": PROJECTOR_INITS,
+      "llm.item_slot": ITEM_SLOTS,
       "llm.family": FAMILIES,
       "llm.valid_rule": RULES,
       "llm.rank_reduce": RANK_REDUCE,

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from absl import logging
 from jax.sharding import NamedSharding
 
 from sfubm_jax.data.candidates import CandidateSampler
@@ -120,7 +121,8 @@ class DomainContext:
         template=hp.template if soft_prompts else hp.template_no_soft,
         noun=hp.item_noun[self.domain], title_tokens=self.title_tokens,
         bos_id=int(self.tokenizer.bos_token_id), eos_id=self.eos_id, slot_id=self.pad_id,
-        soft_prompts=soft_prompts, separator=hp.item_separator)
+        soft_prompts=soft_prompts, separator=hp.item_separator,
+        item_slot=hp.item_slot)
 
   @property
   def answer_len(self) -> int:
@@ -202,7 +204,9 @@ def describe_llm(ctx: DomainContext) -> dict:
           "train_mode": ctx.train_mode}
 
 
-PROJECTOR_INITS = ("token_rms", "plain")
+PROJECTOR_INITS = ("token_rms", "plain", "title_fit")
+TITLE_FIT_STEPS = 300  # full-batch Adam steps of the "title_fit" init (lr TITLE_FIT_LR)
+TITLE_FIT_LR = 3e-3
 PROMPT_INIT_USERS = 512  # train users whose r_u set P_u's initial output scale
 RMS_SAMPLE_TOKENS = 4096  # token ids (evenly spaced over the vocabulary) behind token_rms
 
@@ -213,6 +217,32 @@ def token_rms(llm, llm_params) -> float:
   ids = jnp.arange(0, vocab, max(1, vocab // RMS_SAMPLE_TOKENS), dtype=jnp.int32)
   emb = llm.apply(llm_params, ids[None], method="embed_tokens").astype(jnp.float32)
   return float(jnp.sqrt(jnp.mean(jnp.square(emb))))
+
+
+def title_embeddings(llm, llm_params, title_tokens: list[list[int]]) -> np.ndarray:
+  """[N+1, D] the mean input token embedding of each item's shown-title tokens (0 if none)."""
+  length = max(1, max(len(t) for t in title_tokens))
+  ids = np.zeros((len(title_tokens), length), np.int32)
+  mask = np.zeros((len(title_tokens), length), np.float32)
+  for i, t in enumerate(title_tokens):
+    ids[i, : len(t)], mask[i, : len(t)] = t, 1.0
+  emb = llm.apply(llm_params, jnp.asarray(ids), method="embed_tokens").astype(jnp.float32)
+  m = jnp.asarray(mask)[..., None]
+  return np.asarray(jnp.sum(emb * m, 1) / jnp.maximum(jnp.sum(m, 1), 1.0))
+
+
+def title_fit(ctx: DomainContext, model, module, params, items: np.ndarray
+              ) -> tuple[dict, dict[str, float]]:
+  """The "title_fit" init: P_i fitted to map ẽ_i to item i's mean title token embedding,
+  P_u to map r_u (train history minus its last item) to the last train item's, on every
+  train user (train split only) — so soft prompts start as the words they stand for."""
+  from sfubm_jax.llm.train_stage import training_pairs
+
+  titles = title_embeddings(model.llm, ctx.llm_params, ctx.title_tokens)
+  history, target, _ = training_pairs(ctx.split.history("train")[0], "last")
+  return projector.fit_targets(
+      params, module, jnp.asarray(ctx.user_vectors(history)), jnp.asarray(titles[target]),
+      jnp.asarray(items[1:]), jnp.asarray(titles[1:]), steps=TITLE_FIT_STEPS, lr=TITLE_FIT_LR)
 
 
 @dataclasses.dataclass
@@ -260,6 +290,11 @@ def build_parts(config: ml_collections.ConfigDict, workdir: pathlib.Path, ctx: D
     prompt_params = projector.match_rms(prompt_params, jnp.asarray(users),
                                         jnp.asarray(items[None, 1:]), prompts_module,
                                         token_rms(model.llm, ctx.llm_params))
+  if prompts_module is not None and hp.projector_init == "title_fit":
+    prompt_params, fit = title_fit(ctx, model, prompts_module, prompt_params, items)
+    logging.info("llm %s/%s: title_fit init, relative MSE user %.3f -> %.3f, item %.3f -> "
+                 "%.3f", ctx.domain, name, fit["user_rel_mse_before"], fit["user_rel_mse"],
+                 fit["item_rel_mse_before"], fit["item_rel_mse"])
   train_llm, frozen_llm = stage2.split_llm_params(ctx.llm_params, ctx.train_mode)
   trainable = {"prompts": jax.device_put(prompt_params, rep),
                "llm": jax.tree.map(jnp.copy, train_llm)}  # copies: the step donates them

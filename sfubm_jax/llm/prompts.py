@@ -4,8 +4,9 @@ A prompt is built from the config template (fields {noun}, {history}, {user},
 {candidates}) without ever tokenising a slot marker: text pieces are tokenised
 separately and concatenated (spaces before a title list dropped: every title token run
 starts with its space), titles are joined by `separator`, and each item's shown title
-(SPEC §1, stored with the split) is followed by one slot position whose input embedding
-Stage 2 replaces with P_i(ẽ_i); the {user} field is one slot replaced with P_u(r_u).
+(SPEC §1, stored with the split) is followed (`item_slot="after"`, SPEC §7's example) or
+preceded (`"before"`) by one slot position whose input embedding Stage 2 replaces with
+P_i(ẽ_i); the {user} field is one slot replaced with P_u(r_u).
 Without soft prompts (`llm_only`) the same items appear as titles only and the template
 must have no {user} field.
 
@@ -24,6 +25,7 @@ import numpy as np
 from sfubm_jax.errors import UserError
 
 FIELDS = ("history", "user", "candidates")
+ITEM_SLOTS = ("after", "before")  # where an item's soft-prompt slot sits beside its title
 _FIELD_RE = re.compile(r"\{(history|user|candidates)\}")
 
 
@@ -51,7 +53,10 @@ class PromptBuilder:
       slot_id: int,
       soft_prompts: bool,
       separator: str = ",",
+      item_slot: str = "after",
   ):
+    if item_slot not in ITEM_SLOTS:
+      raise UserError(f"config.llm.item_slot={item_slot!r}: expected one of {ITEM_SLOTS}")
     text = template.replace("{noun}", noun)
     self.pieces: list[list[int] | str] = []  # token-id text pieces and field names
     pos = 0
@@ -80,13 +85,17 @@ class PromptBuilder:
     self.separator = list(encode(separator))
     self.bos_id, self.eos_id, self.slot_id = bos_id, eos_id, slot_id
     self.soft_prompts = soft_prompts
+    self.slot_before = item_slot == "before"
 
   def _items(self, items: Sequence[int], ids: list[int], slots: list[tuple[int, int]]) -> None:
     for k, item in enumerate(items):
       if k:
         ids.extend(self.separator)
+      if self.soft_prompts and self.slot_before:
+        slots.append((len(ids), int(item)))
+        ids.append(self.slot_id)
       ids.extend(self.title_tokens[int(item)])
-      if self.soft_prompts:
+      if self.soft_prompts and not self.slot_before:
         slots.append((len(ids), int(item)))
         ids.append(self.slot_id)
 

@@ -8,6 +8,9 @@ d → hidden → d_llm with its own activation (GELU for users, tanh for items);
 `match_rms` rescales a projector's output layer so that, on given inputs, its outputs
 have a target root-mean-square (Stage 2 uses the LLM's token embeddings' RMS: soft prompts
 then start at the scale of the tokens around them instead of several times above it).
+`fit_targets` instead trains both projectors by mean squared error towards given vectors
+(Stage 2's "title_fit" init: each item towards its title's mean token embedding, each user
+towards that of its next train item), before the next-token loss takes over.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu": nn.gelu,
@@ -83,3 +87,34 @@ def match_rms(params, user_vecs: jax.Array, item_vecs: jax.Array, module: SoftPr
     layer["out"] = jax.tree.map(lambda x, f=f: x * f, layer["out"])
     inner[name] = layer
   return {**params, "params": inner}
+
+
+def fit_targets(params, module: SoftPrompts, user_vecs: jax.Array, user_targets: jax.Array,
+                item_vecs: jax.Array, item_targets: jax.Array, *, steps: int, lr: float
+                ) -> tuple[dict, dict[str, float]]:
+  """`params` after `steps` full-batch Adam steps on MSE(P_u(user_vecs) [U, d_u], user_targets
+  [U, D]) + MSE(P_i(item_vecs) [N, d_i], item_targets [N, D]), and each term's error relative
+  to its targets' mean square (1 = no better than predicting zero), before and after."""
+  opt = optax.adam(lr)
+
+  def errors(p):
+    p_u, p_i = module.apply(p, user_vecs, item_vecs[None])
+    rel = lambda x, y: jnp.mean(jnp.square(x - y)) / jnp.mean(jnp.square(y))
+    return rel(p_u, user_targets), rel(p_i[0], item_targets)
+
+  def step(carry, _):
+    p, s = carry
+    grads = jax.grad(lambda q: sum(errors(q)))(p)
+    updates, s = opt.update(grads, s, p)
+    return (optax.apply_updates(p, updates), s), None
+
+  @jax.jit
+  def run(p):
+    (p, _), _ = jax.lax.scan(step, (p, opt.init(p)), None, length=steps)
+    return p
+
+  before = [float(e) for e in errors(params)]
+  params = run(params)
+  after = [float(e) for e in errors(params)]
+  return params, {"user_rel_mse_before": before[0], "item_rel_mse_before": before[1],
+                  "user_rel_mse": after[0], "item_rel_mse": after[1]}

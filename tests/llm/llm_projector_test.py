@@ -70,3 +70,44 @@ def test_token_rms_is_the_embedding_tables_rms():
       {k: v for k, v in params["params"]["model"].items() if k == "embed_tokens"})[0])
   assert table.shape == (300, 16)
   np.testing.assert_allclose(token_rms(model, params), np.sqrt(np.mean(table**2)), rtol=1e-5)
+
+
+def test_fit_targets_reaches_a_reachable_target_and_reports_numpy_errors():
+  from sfubm_jax.models.projector import fit_targets
+
+  m = SoftPrompts(out_dim=5, hidden=0)  # linear maps: the targets below are reachable
+  rng = np.random.default_rng(4)
+  u, it = rng.normal(size=(64, 3)), rng.normal(size=(40, 4))
+  yu = u @ rng.normal(size=(3, 5)) + 0.3
+  yi = it @ rng.normal(size=(4, 5)) - 0.2
+  params = m.init(jax.random.key(0), u, it[None])
+  p_u, p_i = (np.asarray(x, np.float64) for x in m.apply(params, u, it[None]))
+  fitted, err = fit_targets(params, m, u, yu, it, yi, steps=600, lr=0.05)
+  # "before" is the relative MSE of the initial maps, computed independently.
+  np.testing.assert_allclose(err["user_rel_mse_before"],
+                             np.mean((p_u - yu) ** 2) / np.mean(yu**2), rtol=1e-4)
+  np.testing.assert_allclose(err["item_rel_mse_before"],
+                             np.mean((p_i[0] - yi) ** 2) / np.mean(yi**2), rtol=1e-4)
+  assert err["user_rel_mse"] < 1e-3 and err["item_rel_mse"] < 1e-3
+  f_u, f_i = m.apply(fitted, u, it[None])
+  np.testing.assert_allclose(f_u, yu, atol=0.05)
+  np.testing.assert_allclose(f_i[0], yi, atol=0.05)
+
+
+def test_title_embeddings_are_masked_means_of_token_embeddings():
+  import jax.numpy as jnp
+
+  from sfubm_jax.llm.context import title_embeddings
+  from sfubm_jax.models.causal_lm.llama import model as llama
+
+  cfg = llama.LlamaConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1,
+                          intermediate_size=16, num_attention_heads=2, num_key_value_heads=1,
+                          max_position_embeddings=32, tie_word_embeddings=True)
+  model = llama.LlamaForCausalLM(cfg)
+  params = model.init(jax.random.key(0), jnp.ones((1, 4), jnp.int32),
+                      attention_mask=jnp.ones((1, 4), jnp.int32))
+  table = np.asarray(params["params"]["model"]["embed_tokens"]["embedding"])
+  titles = [[], [3, 7, 7], [0], [49, 1]]
+  out = title_embeddings(model, params, titles)
+  expected = [np.zeros(8)] + [table[t].mean(0) for t in titles[1:]]
+  np.testing.assert_allclose(out, np.stack(expected), rtol=1e-5, atol=1e-7)

@@ -20,13 +20,14 @@ def decode(ids):
   return "".join(chr(i - 100) for i in ids if i >= 100)
 
 
-def builder(soft=True, noun="snacks", max_title=3, template=None, separator=","):
+def builder(soft=True, noun="snacks", max_title=3, template=None, separator=",",
+            item_slot="after"):
   titles = ["", "abcdef", "gh", "ijkl", "mn"]
   title_tokens = [encode(" " + t)[:max_title] if t else [] for t in titles]
   return prompts.PromptBuilder(
       encode, template=template or (TEMPLATE if soft else NO_SOFT), noun=noun,
       title_tokens=title_tokens, bos_id=BOS, eos_id=EOS, slot_id=SLOT, soft_prompts=soft,
-      separator=separator,
+      separator=separator, item_slot=item_slot,
   )
 
 
@@ -44,6 +45,21 @@ def test_slots_follow_their_titles_and_text_reads_back():
   text = decode([i if i != SLOT else 100 + ord("#") for i in p.ids[1:]])
   # One space before each title (its own), none doubled by the template's.
   assert text == "Bought snacks: ab#, gh#. Pref: #. From ij#, mn#, next:"
+
+
+def test_item_slot_before_puts_each_slot_right_before_its_title():
+  b = builder(item_slot="before")
+  p = b.build(history=[0, 1, 2], candidates=[3, 4])
+  for pos, item in p.item_slots:
+    assert p.ids[pos] == SLOT
+    title = b.title_tokens[item]
+    assert p.ids[pos + 1 : pos + 1 + len(title)] == title
+  assert [i for _, i in p.item_slots] == [1, 2, 3, 4]
+  text = decode([i if i != SLOT else 100 + ord("#") for i in p.ids[1:]])
+  # The slot takes the place where the list's space was; the title keeps its own.
+  assert text == "Bought snacks:# ab,# gh. Pref: #. From# ij,# mn, next:"
+  with pytest.raises(UserError, match="item_slot"):
+    builder(item_slot="middle")
 
 
 def test_template_noun_per_domain_and_no_soft_variant():
