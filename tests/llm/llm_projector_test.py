@@ -54,18 +54,26 @@ def test_match_rms_scales_outputs_to_the_target_and_keeps_their_direction():
                                   params["params"][side]["hidden"]["kernel"])
 
 
-def test_token_rms_is_the_embedding_tables_rms():
+def tiny_llama(vocab: int, hidden: int):
+  """A random one-layer Llama (model, params) of the given vocabulary and width."""
   import jax.numpy as jnp
 
-  from sfubm_jax.llm.context import token_rms
   from sfubm_jax.models.causal_lm.llama import model as llama
 
-  cfg = llama.LlamaConfig(vocab_size=300, hidden_size=16, num_hidden_layers=1,
-                          intermediate_size=32, num_attention_heads=2, num_key_value_heads=1,
-                          max_position_embeddings=32, tie_word_embeddings=True)
+  cfg = llama.LlamaConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=1,
+                          intermediate_size=2 * hidden, num_attention_heads=2,
+                          num_key_value_heads=1, max_position_embeddings=32,
+                          tie_word_embeddings=True)
   model = llama.LlamaForCausalLM(cfg)
   params = model.init(jax.random.key(0), jnp.ones((1, 4), jnp.int32),
                       attention_mask=jnp.ones((1, 4), jnp.int32))
+  return model, params
+
+
+def test_token_rms_is_the_embedding_tables_rms():
+  from sfubm_jax.llm.context import token_rms
+
+  model, params = tiny_llama(300, 16)
   table = np.asarray(jax.tree_util.tree_leaves(
       {k: v for k, v in params["params"]["model"].items() if k == "embed_tokens"})[0])
   assert table.shape == (300, 16)
@@ -95,17 +103,9 @@ def test_fit_targets_reaches_a_reachable_target_and_reports_numpy_errors():
 
 
 def test_title_embeddings_are_masked_means_of_token_embeddings():
-  import jax.numpy as jnp
-
   from sfubm_jax.llm.context import title_embeddings
-  from sfubm_jax.models.causal_lm.llama import model as llama
 
-  cfg = llama.LlamaConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1,
-                          intermediate_size=16, num_attention_heads=2, num_key_value_heads=1,
-                          max_position_embeddings=32, tie_word_embeddings=True)
-  model = llama.LlamaForCausalLM(cfg)
-  params = model.init(jax.random.key(0), jnp.ones((1, 4), jnp.int32),
-                      attention_mask=jnp.ones((1, 4), jnp.int32))
+  model, params = tiny_llama(50, 8)
   table = np.asarray(params["params"]["model"]["embed_tokens"]["embedding"])
   titles = [[], [3, 7, 7], [0], [49, 1]]
   out = title_embeddings(model, params, titles)
