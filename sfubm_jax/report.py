@@ -256,8 +256,9 @@ def llm_notes(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> str:
                  f"users (`llm.eval_users={hp.eval_users}`, 0 = all).")
   targets = {"last": "one per user, the last train item", "all": "every train item after "
              "the first, with its prefix as history"}.get(hp.train_targets, hp.train_targets)
+  epochs = f"{hp.epochs} epoch" + ("s" if hp.epochs != 1 else "")
   lines.append(f"- Training prompts (`llm.train_targets={hp.train_targets}`): {targets}; "
-               f"{hp.epochs} epochs, batch {hp.batch_size}, Adam lr {hp.lr:g}.")
+               f"{epochs}, batch {hp.batch_size}, Adam lr {hp.lr:g}.")
   lines.append(f"- Valid-answer rule: `{hp.valid_rule}`; likelihood ranking score: "
                f"`{hp.rank_reduce}` of answer-token log-probs.")
   return "\n".join(lines)

@@ -7,6 +7,9 @@ from sfubm_jax import io_utils, report, results
 
 def test_report_tables_and_plots(tmp_path):
   config = load_config("food_kitchen", "cpu")
+  # The report states the Stage 2 sizes from the config; pin them so that the test does
+  # not follow the :cpu defaults.
+  config.llm.eval_users, config.llm.epochs, config.llm.batch_size = 64, 2, 8
   w = tmp_path
   results.update_results(w, "sasrec", "food", {"hit@1": 0.1234, "ndcg@10": 0.3})
   results.update_results(w, "pop", "food", {"hit@1": 0.0456, "ndcg@10": 0.2})
@@ -49,6 +52,8 @@ def test_report_tables_and_plots(tmp_path):
   assert "pop Hit@1 0.0521" in text and "sasrec Hit@1 0.2222" in text
   assert "mlp_llm | not run" in text
   assert "`llm.train_targets=last`): one per user" in text and "2 epochs, batch 8" in text
+  config.llm.epochs = 1
+  assert "; 1 epoch, batch 8, Adam" in report.write_report(config, w).read_text()
   for png in ("report_plots/llm_food.png", "report_plots/pretrain_food_sasrec.png"):
     assert f"]({png})" in text
     assert (w / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
