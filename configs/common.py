@@ -503,12 +503,12 @@ def _shrink_cpu(c: ml_collections.ConfigDict) -> None:
   c.llm.template = CHAT_TEMPLATE
   c.llm.template_no_soft = CHAT_TEMPLATE_NO_SOFT
   c.llm.item_separator = "\n-"
-  # 256 prompts x 1 epoch in batches of 2 (128 steps): on food (256 test users) sfubm
-  # reached Valid 91.0% and Hit@1 0.160, against 79.7% and 0.078 for the former 64 x 2 in
-  # batches of 8 (16 steps) and 89.1% and 0.094 for 512 x 1 in batches of 8 (64 steps,
-  # twice the wall time): more updates, not more examples, taught the answer format
-  # (README). A batch-2 step costs about 3.5 s here against 16-19 s for batch 8.
-  c.llm.train_prompts = 256
+  # 512 prompts x 1 epoch in batches of 2 (256 steps). On food, 128 test users, the same
+  # Stage 1 (2026-12-04, README): 256 steps gave sfubm Valid 92.2%, Hit@1 0.141, rank
+  # HR@5 0.453; 128 steps 89.8%, 0.117, 0.359; the former 16 steps of batch 8 (256 users)
+  # 79.7%, 0.078, 0.316. More updates, not larger batches, teach the answer format. A
+  # batch-2 step takes about 2.4 s on a 2-core AVX-512 box.
+  c.llm.train_prompts = 512
   c.llm.eval_users = 128
   c.llm.epochs = 1
   c.llm.lr = 1e-3
