@@ -506,8 +506,9 @@ def _shrink_cpu(c: ml_collections.ConfigDict) -> None:
   # 512 prompts x 1 epoch in batches of 2 (256 steps). On food, 128 test users, the same
   # Stage 1 (2026-12-04, README): 256 steps gave sfubm Valid 92.2%, Hit@1 0.141, rank
   # HR@5 0.453; 128 steps 89.8%, 0.117, 0.359; the former 16 steps of batch 8 (256 users)
-  # 79.7%, 0.078, 0.316. More updates, not larger batches, teach the answer format. A
-  # batch-2 step takes about 2.4 s on a 2-core AVX-512 box.
+  # 79.7%, 0.078, 0.316 (on books both step counts are at chance). More updates, not
+  # larger batches, teach the answer format. A batch-2 step takes about 2.4 s on a
+  # 2-core AVX-512 box.
   c.llm.train_prompts = 512
   c.llm.eval_users = 128
   c.llm.epochs = 1
