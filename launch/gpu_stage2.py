@@ -297,6 +297,10 @@ def run_eval(family: str, small: bool) -> dict:
   seconds = (time.perf_counter() - t0) / 2
   out.update(decode_s=seconds, decode_tokens_per_s=e * n / seconds,
              decode_matches_eval=bool(np.array_equal(np.asarray(greedy), np.asarray(tokens))),
+             # where they differ (bf16 on a GPU): how much, and from which token on
+             decode_equal_token_share=float((np.asarray(greedy) == np.asarray(tokens)).mean()),
+             decode_equal_first_token_share=float(
+                 (np.asarray(greedy)[:, 0] == np.asarray(tokens)[:, 0]).mean()),
              peak_gb=g.device_peak_gb())
   return out
 
