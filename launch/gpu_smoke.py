@@ -178,7 +178,11 @@ def main(argv=None) -> dict:
           for _ in range(2)]
   # As the llm stage: logits over the answer span only (unless --all-logits).
   keep = 0 if args.all_logits else stage2.answer_span(host[0]["loss_mask"])
-  step = jax.jit(stage2.make_train_step(model, tx, keep), donate_argnums=0)
+  # The (small) state is replicated in and out of the step, so that the one compiled
+  # program (lowered once below, for XLA's memory figures) takes every step's output.
+  state = jax.device_put(state, rep)
+  step = jax.jit(stage2.make_train_step(model, tx, keep), donate_argnums=0,
+                 out_shardings=(rep, rep))
   batches = [{k: jax.device_put(v, sharding.batch_sharding(mesh, v.ndim)) for k, v in b.items()}
              for b in host]
   t0 = time.perf_counter()
